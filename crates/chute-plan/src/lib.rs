@@ -1,0 +1,32 @@
+//! Channel planning for chute: everything that decides *what* a channel delivers,
+//! kept free of I/O so that it can be tested exhaustively and reused by every mode.
+//!
+//! - [`uri`]: source URIs (`s3://bucket/prefix`, `file:///abs/dir`) and object URLs.
+//! - [`path`]: object key to safe relative path.
+//! - [`plan`]: the channel plan built from a listing or a manifest.
+//! - [`shard`]: `ShardedByS3Key` and host discovery.
+//! - [`shuffle`]: the seeded, specified permutation of Pipe mode.
+//! - [`manifest`]: SageMaker `ManifestFile` and `AugmentedManifestFile`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod manifest;
+pub mod path;
+pub mod plan;
+pub mod shard;
+pub mod shuffle;
+pub mod uri;
+
+pub use manifest::{
+    augmented_objects, parse_augmented_manifest, parse_manifest, AugmentedField, AugmentedRecord,
+    Manifest, ManifestEntry, ManifestError,
+};
+pub use path::{check_rel_path, relative_key, PathKind, SkipReason};
+pub use plan::{plan_from_entries, plan_from_listing, ObjectInfo, Plan, PlannedObject, Skipped};
+pub use shard::{
+    discover_hosts, shard_indices, Distribution, DistributionError, HostError, HostSource, Hosts,
+    Shard, ShardError,
+};
+pub use shuffle::{permutation, shuffle_then_shard};
+pub use uri::{S3Url, SourceUri, UriError};

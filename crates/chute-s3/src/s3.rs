@@ -1,0 +1,357 @@
+//! [`S3Store`]: the [`ObjectStore`] backend that speaks S3 through `aws-sdk-s3`.
+//!
+//! The SDK's own retries are switched off: [`crate::Client`] retries every kind of
+//! failure (including bodies cut short, which the SDK cannot resume) under one
+//! policy, and here each SDK error is sorted into a [`StoreError`] that says
+//! whether a retry can help.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::operation::RequestId;
+use futures::StreamExt;
+
+use crate::{GetResponse, ListPage, ObjectMeta, ObjectStore, S3Config, StoreError};
+
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    endpoint: String,
+}
+
+impl S3Store {
+    pub async fn new(cfg: &S3Config) -> Result<S3Store, StoreError> {
+        let endpoint = cfg.effective_endpoint();
+        if let Some(url) = &endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(StoreError::Config(format!(
+                    "endpoint URL '{url}' must start with http:// or https:// (for example http://127.0.0.1:9000)"
+                )));
+            }
+        }
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(cfg.connect_timeout.unwrap_or(Duration::from_secs(5)))
+            .read_timeout(cfg.read_timeout.unwrap_or(Duration::from_secs(30)))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts);
+        if let Some(region) = &cfg.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(url) = &endpoint {
+            loader = loader.endpoint_url(url.clone());
+        }
+        if let (Some(ak), Some(sk)) = (&cfg.access_key, &cfg.secret_key) {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ak.clone(),
+                sk.clone(),
+                None,
+                None,
+                "chute-static",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            builder = builder.region(aws_config::Region::new("us-east-1"));
+        }
+        let path_style = cfg.force_path_style.unwrap_or(endpoint.is_some());
+        builder = builder.force_path_style(path_style);
+        let client = aws_sdk_s3::Client::from_conf(builder.build());
+        Ok(S3Store {
+            client,
+            endpoint: endpoint.unwrap_or_else(|| "AWS S3".to_owned()),
+        })
+    }
+
+    /// Sorts an SDK error into a [`StoreError`] for the object it concerns.
+    fn classify<E>(&self, err: SdkError<E, HttpResponse>, bucket: &str, key: &str) -> StoreError
+    where
+        E: ProvideErrorMetadata + RequestId + std::error::Error + Send + Sync + 'static,
+    {
+        let chain = describe_chain(&err);
+        match err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                let code = se.err().code().unwrap_or("").to_owned();
+                let message = se.err().message().unwrap_or("").to_owned();
+                let rid = se.err().request_id().map(|r| format!(", request id {r}"));
+                self.classify_status(bucket, key, status, &code, &message, rid.as_deref())
+            }
+            SdkError::TimeoutError(_) => {
+                StoreError::transient(bucket, key, "timed out waiting for the response")
+            }
+            SdkError::DispatchFailure(df) => {
+                let detail = chain;
+                if df.is_io() && connect_refused(&detail) {
+                    StoreError::Unreachable {
+                        endpoint: self.endpoint.clone(),
+                        detail,
+                    }
+                } else if df.is_user() || detail.contains("credentials") {
+                    if detail.contains("credentials") {
+                        StoreError::NoCredentials { detail }
+                    } else {
+                        StoreError::other(bucket, key, detail)
+                    }
+                } else if df.is_io() || df.is_timeout() || df.is_other() {
+                    if detail.contains("dns error") || detail.contains("failed to lookup") {
+                        StoreError::Unreachable {
+                            endpoint: self.endpoint.clone(),
+                            detail,
+                        }
+                    } else {
+                        StoreError::transient(bucket, key, detail)
+                    }
+                } else {
+                    StoreError::transient(bucket, key, detail)
+                }
+            }
+            SdkError::ResponseError(_) => {
+                StoreError::transient(bucket, key, chain)
+            }
+            SdkError::ConstructionFailure(_) => {
+                let detail = chain;
+                if detail.contains("credentials") {
+                    StoreError::NoCredentials { detail }
+                } else {
+                    StoreError::other(bucket, key, detail)
+                }
+            }
+            _ => StoreError::other(bucket, key, chain),
+        }
+    }
+
+    fn classify_status(
+        &self,
+        bucket: &str,
+        key: &str,
+        status: u16,
+        code: &str,
+        message: &str,
+        request_id: Option<&str>,
+    ) -> StoreError {
+        let detail = || {
+            let mut d = format!("HTTP {status}");
+            if !code.is_empty() {
+                d.push_str(&format!(" {code}"));
+            }
+            if !message.is_empty() {
+                d.push_str(&format!(": {message}"));
+            }
+            if let Some(r) = request_id {
+                d.push_str(r);
+            }
+            d
+        };
+        match (status, code) {
+            (_, "NoSuchBucket") => StoreError::NoSuchBucket {
+                bucket: bucket.to_owned(),
+            },
+            (_, "NoSuchKey") => StoreError::NoSuchKey {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            },
+            // HEAD responses carry no body, so a 404 has no code to tell which.
+            (404, _) if key.is_empty() => StoreError::NoSuchBucket {
+                bucket: bucket.to_owned(),
+            },
+            (404, _) => StoreError::NoSuchKey {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            },
+            (401 | 403, _) => StoreError::AccessDenied {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                detail: detail(),
+            },
+            (412, _) => StoreError::Changed {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                expected: "the listed version".to_owned(),
+                found: "a different version (412 Precondition Failed)".to_owned(),
+            },
+            (416, _) => StoreError::InvalidRange {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                start: 0,
+                end: 0,
+                size: None,
+            },
+            (408 | 429 | 500..=599, _) => StoreError::transient(bucket, key, detail()),
+            (_, "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable") => {
+                StoreError::transient(bucket, key, detail())
+            }
+            _ => StoreError::other(bucket, key, detail()),
+        }
+    }
+}
+
+fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn connect_refused(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    d.contains("connection refused") || d.contains("connect error") && d.contains("refused")
+}
+
+fn strip_quotes_none_if_empty(s: Option<&str>) -> Option<String> {
+    s.filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn size_of(size: Option<i64>) -> u64 {
+    size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_owned))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| self.classify(e, bucket, prefix))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: o.key()?.to_owned(),
+                    size: size_of(o.size()),
+                    etag: strip_quotes_none_if_empty(o.e_tag()),
+                })
+            })
+            .collect();
+        let common_prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        let next_token = if out.is_truncated().unwrap_or(false) {
+            out.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            common_prefixes,
+            next_token,
+        })
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify(e, bucket, key))?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: size_of(out.content_length()),
+            etag: strip_quotes_none_if_empty(out.e_tag()),
+        })
+    }
+
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, StoreError> {
+        if range.start >= range.end {
+            return Err(StoreError::InvalidRange {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                start: range.start,
+                end: range.end,
+                size: None,
+            });
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| match self.classify(e, bucket, key) {
+                StoreError::InvalidRange { bucket, key, .. } => StoreError::InvalidRange {
+                    bucket,
+                    key,
+                    start: range.start,
+                    end: range.end,
+                    size: None,
+                },
+                StoreError::Changed { bucket, key, found, .. } => StoreError::Changed {
+                    bucket,
+                    key,
+                    expected: if_match.unwrap_or_default().to_owned(),
+                    found,
+                },
+                other => other,
+            })?;
+        let etag = strip_quotes_none_if_empty(out.e_tag());
+        let content_length = size_of(out.content_length());
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        let body = futures::stream::unfold(Some(out.body), move |body| {
+            let (b, k) = (b.clone(), k.clone());
+            async move {
+                let mut body = body?;
+                match body.next().await {
+                    None => None,
+                    Some(Ok(bytes)) => Some((Ok(bytes), Some(body))),
+                    Some(Err(e)) => Some((
+                        Err(StoreError::transient(&b, &k, format!(
+                            "connection dropped mid-body: {}",
+                            describe_chain(&e)
+                        ))),
+                        None,
+                    )),
+                }
+            }
+        })
+        .boxed();
+        Ok(GetResponse {
+            etag,
+            content_length,
+            body,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("s3 {}", self.endpoint)
+    }
+}
