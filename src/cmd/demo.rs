@@ -54,7 +54,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
     .await
     .context("cannot start the embedded S3 endpoint")?;
-    println!("endpoint: {} (chute serve, SigV4, path-style)", server.endpoint_url());
+    println!(
+        "endpoint: {} (chute serve, SigV4, path-style)",
+        server.endpoint_url()
+    );
 
     let opts = SourceOptions {
         s3: S3Config {
@@ -102,7 +105,10 @@ async fn sections(root: &Path, opts: &SourceOptions) -> anyhow::Result<()> {
     println!("ShardedByS3Key over {HOSTS} hosts:");
     let mut union = 0;
     for i in 0..HOSTS {
-        let shard = plan.clone().shard(&Shard { index: i, count: HOSTS });
+        let shard = plan.clone().shard(&Shard {
+            index: i,
+            count: HOSTS,
+        });
         union += shard.objects.len();
         println!(
             "  host {i}: {} objects, {}",
@@ -162,7 +168,8 @@ fn generate(root: &Path, objects: usize) -> anyhow::Result<(usize, u64)> {
     let mut write = |rel: &str, size: usize, rng: &mut rand::rngs::StdRng| -> anyhow::Result<()> {
         let path = base.join(rel);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let mut data = vec![0u8; size];
         rng.fill_bytes(&mut data);
@@ -179,7 +186,11 @@ fn generate(root: &Path, objects: usize) -> anyhow::Result<(usize, u64)> {
             1..=4 => rng.gen_range(256 << 10..1 << 20),
             _ => rng.gen_range(1 << 10..128 << 10),
         };
-        write(&format!("{split}/part-{:02}/img-{i:05}.jpg", i % 8), size, &mut rng)?;
+        write(
+            &format!("{split}/part-{:02}/img-{i:05}.jpg", i % 8),
+            size,
+            &mut rng,
+        )?;
     }
     if objects >= extras {
         write("README.txt", 600, &mut rng)?;

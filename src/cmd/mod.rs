@@ -19,7 +19,10 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// Resolves on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the default disposition still ends the process.
         std::future::pending::<()>().await;
         return;

@@ -18,7 +18,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .map_err(|e| crate::exit::UsageError(e.to_string()))
     .with_context(|| format!("cannot serve {}", args.root.display()))?;
     // Scripts and tests read the address from this line (the port may be 0 → picked).
-    println!("chute serve: {} at {}", args.root.display(), server.endpoint_url());
+    println!(
+        "chute serve: {} at {}",
+        args.root.display(),
+        server.endpoint_url()
+    );
     super::shutdown_signal().await;
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)

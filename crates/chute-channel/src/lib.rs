@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use chute_plan::{
-    augmented_objects, parse_augmented_manifest, parse_manifest, plan_from_entries,
+    augmented_objects, check_rel_path, parse_augmented_manifest, parse_manifest, plan_from_entries,
     plan_from_listing, AugmentedRecord, Distribution, Hosts, ManifestError, ObjectInfo, Plan,
-    S3Url, SourceUri, UriError,
+    S3Url, Skipped, SourceUri, UriError,
 };
 use chute_s3::{
     Client, ErrorClass, ListOptions, LocalStore, ObjectStore, RetryPolicy, S3Config, S3Store,
@@ -116,41 +116,68 @@ pub async fn client_for(
 /// Reads a small file named by an `s3://` or `file://` URI (a manifest).
 async fn read_uri(uri: &str, opts: &SourceOptions) -> Result<Vec<u8>, ChannelError> {
     if let Some(path) = uri.strip_prefix("file://") {
-        return tokio::fs::read(path).await.map_err(|source| ChannelError::Io {
-            path: path.to_owned(),
-            source,
-        });
+        return tokio::fs::read(path)
+            .await
+            .map_err(|source| ChannelError::Io {
+                path: path.to_owned(),
+                source,
+            });
     }
     let url = S3Url::parse(uri)?;
     let client = s3_client(opts).await?;
     Ok(client.get_object(&url.bucket, &url.key).await?.to_vec())
 }
 
-/// HEADs `urls` (in order, many at a time) and pairs each with its path.
-async fn size_objects(
-    client: &Client,
-    items: Vec<(S3Url, String)>,
-) -> Result<Vec<(ObjectInfo, String)>, ChannelError> {
-    futures::stream::iter(items)
+/// Plans objects named by a manifest: HEADs each (in order, many at a time) for
+/// its size and version. Entries whose path is unsafe are skipped up front, so
+/// no request is spent on them and an impossible key cannot fail the channel.
+async fn plan_named(client: &Client, items: Vec<(S3Url, String)>) -> Result<Plan, ChannelError> {
+    let mut skipped = Vec::new();
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|(url, path)| match check_rel_path(path) {
+            Err(reason) => {
+                skipped.push(Skipped {
+                    key: url.key.clone(),
+                    reason,
+                });
+                false
+            }
+            Ok(_) => true,
+        })
+        .collect();
+    let entries: Vec<(ObjectInfo, String)> = futures::stream::iter(items)
         .map(|(url, path)| async move {
-            let meta = client.head(&url.bucket, &url.key).await?;
+            // A folder entry names a directory, not an object to size.
+            let (size, etag) = if path.ends_with('/') {
+                (0, None)
+            } else {
+                let meta = client.head(&url.bucket, &url.key).await?;
+                (meta.size, meta.etag)
+            };
             Ok::<_, ChannelError>((
                 ObjectInfo {
                     bucket: url.bucket,
                     key: url.key,
-                    size: meta.size,
-                    etag: meta.etag,
+                    size,
+                    etag,
                 },
                 path,
             ))
         })
         .buffered(HEAD_CONCURRENCY)
         .try_collect()
-        .await
+        .await?;
+    let mut plan = plan_from_entries(entries);
+    plan.skipped.extend(skipped);
+    Ok(plan)
 }
 
 /// Lists or reads the channel's object list and plans it (all hosts' objects).
-pub async fn resolve(source: &ChannelSource, opts: &SourceOptions) -> Result<Channel, ChannelError> {
+pub async fn resolve(
+    source: &ChannelSource,
+    opts: &SourceOptions,
+) -> Result<Channel, ChannelError> {
     match source {
         ChannelSource::Prefix(uri) => {
             let (client, bucket, prefix) = client_for(uri, opts).await?;
@@ -190,10 +217,10 @@ pub async fn resolve(source: &ChannelSource, opts: &SourceOptions) -> Result<Cha
                     )
                 })
                 .collect();
-            let entries = size_objects(&client, items).await?;
+            let plan = plan_named(&client, items).await?;
             Ok(Channel {
                 client,
-                plan: plan_from_entries(entries),
+                plan,
                 records: None,
             })
         }
@@ -216,10 +243,10 @@ pub async fn resolve(source: &ChannelSource, opts: &SourceOptions) -> Result<Cha
                     (url, path)
                 })
                 .collect();
-            let entries = size_objects(&client, items).await?;
+            let plan = plan_named(&client, items).await?;
             Ok(Channel {
                 client,
-                plan: plan_from_entries(entries),
+                plan,
                 records: Some(records),
             })
         }

@@ -48,7 +48,15 @@ impl Client {
         prefix: &str,
         opts: &ListOptions,
     ) -> Result<Vec<ObjectMeta>, StoreError> {
-        list_all(&*self.store, &self.policy, &self.stats, bucket, prefix, opts).await
+        list_all(
+            &*self.store,
+            &self.policy,
+            &self.stats,
+            bucket,
+            prefix,
+            opts,
+        )
+        .await
     }
 
     /// Every object under `prefix` with one chain of pages (for comparison and
@@ -117,6 +125,7 @@ impl Client {
         if meta.size == 0 {
             return Ok(Bytes::new());
         }
-        self.read_to_bytes(bucket, key, 0..meta.size, meta.etag).await
+        self.read_to_bytes(bucket, key, 0..meta.size, meta.etag)
+            .await
     }
 }

@@ -84,7 +84,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether another attempt of the same request may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Transient { .. } | StoreError::Unreachable { .. })
+        matches!(
+            self,
+            StoreError::Transient { .. } | StoreError::Unreachable { .. }
+        )
     }
 
     pub fn class(&self) -> ErrorClass {

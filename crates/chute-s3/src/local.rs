@@ -44,9 +44,15 @@ impl LocalStore {
         let bad = key.is_empty()
             || key.starts_with('/')
             || key.contains('\0')
-            || key.split('/').any(|s| s == ".." || s == "." || s.is_empty());
+            || key
+                .split('/')
+                .any(|s| s == ".." || s == "." || s.is_empty());
         if bad {
-            return Err(StoreError::other("", key, "key is not a safe relative path"));
+            return Err(StoreError::other(
+                "",
+                key,
+                "key is not a safe relative path",
+            ));
         }
         Ok(self.root.join(key))
     }
@@ -100,9 +106,7 @@ fn walk(
             tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
             continue;
         };
-        let ft = entry
-            .file_type()
-            .map_err(|e| io_error(&key, e))?;
+        let ft = entry.file_type().map_err(|e| io_error(&key, e))?;
         if ft.is_dir() {
             let as_prefix = format!("{key}/");
             if as_prefix.starts_with(prefix) || prefix.starts_with(&as_prefix) {

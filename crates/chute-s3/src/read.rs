@@ -122,7 +122,9 @@ async fn fetch_from(
     etag: &mut Option<String>,
 ) -> Result<(BoxStream<'static, Result<Bytes, StoreError>>, u64), StoreError> {
     Stats::add(&stats.get_requests, 1);
-    let resp = store.get_range(bucket, key, range.clone(), etag.as_deref()).await?;
+    let resp = store
+        .get_range(bucket, key, range.clone(), etag.as_deref())
+        .await?;
     match (etag.as_deref(), resp.etag.as_deref()) {
         (Some(pinned), Some(found)) if !same_etag(pinned, found) => {
             return Err(StoreError::Changed {

@@ -39,9 +39,10 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait before attempt number `attempt` (1 = the first retry).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX));
+        let exp = self.base_delay.saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        );
         let cap = exp.min(self.max_delay);
         let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
         if nanos == 0 {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
 use futures::StreamExt;
 
@@ -112,9 +112,7 @@ impl S3Store {
                     StoreError::transient(bucket, key, detail)
                 }
             }
-            SdkError::ResponseError(_) => {
-                StoreError::transient(bucket, key, chain)
-            }
+            SdkError::ResponseError(_) => StoreError::transient(bucket, key, chain),
             SdkError::ConstructionFailure(_) => {
                 let detail = chain;
                 if detail.contains("credentials") {
@@ -315,7 +313,9 @@ impl ObjectStore for S3Store {
                     end: range.end,
                     size: None,
                 },
-                StoreError::Changed { bucket, key, found, .. } => StoreError::Changed {
+                StoreError::Changed {
+                    bucket, key, found, ..
+                } => StoreError::Changed {
                     bucket,
                     key,
                     expected: if_match.unwrap_or_default().to_owned(),
@@ -334,10 +334,11 @@ impl ObjectStore for S3Store {
                     None => None,
                     Some(Ok(bytes)) => Some((Ok(bytes), Some(body))),
                     Some(Err(e)) => Some((
-                        Err(StoreError::transient(&b, &k, format!(
-                            "connection dropped mid-body: {}",
-                            describe_chain(&e)
-                        ))),
+                        Err(StoreError::transient(
+                            &b,
+                            &k,
+                            format!("connection dropped mid-body: {}", describe_chain(&e)),
+                        )),
                         None,
                     )),
                 }

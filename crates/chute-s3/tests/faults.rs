@@ -30,7 +30,10 @@ fn get_rule(kind: FaultKind, times: usize) -> FaultRule {
     }
 }
 
-async fn read_through(proxy: &FaultProxy, policy: RetryPolicy) -> (Result<Vec<u8>, StoreError>, u64) {
+async fn read_through(
+    proxy: &FaultProxy,
+    policy: RetryPolicy,
+) -> (Result<Vec<u8>, StoreError>, u64) {
     let client = client_for(&proxy.endpoint_url(), policy).await;
     let etag = client.head(BUCKET, KEY).await.expect("head").etag;
     let res = read_all(&client, KEY, 0..SIZE as u64, etag).await;
@@ -50,7 +53,13 @@ async fn throttling_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried() {
     let (_srv, proxy, data) = setup().await;
-    proxy.push(get_rule(FaultKind::Status { status: 500, code: "InternalError".into() }, 2));
+    proxy.push(get_rule(
+        FaultKind::Status {
+            status: 500,
+            code: "InternalError".into(),
+        },
+        2,
+    ));
     let (res, retries) = read_through(&proxy, fast_policy()).await;
     assert_eq!(sha256(&res.expect("read")), sha256(&data));
     assert_eq!(retries, 2);
@@ -60,9 +69,24 @@ async fn server_errors_are_retried() {
 async fn cut_bodies_resume_from_the_last_byte() {
     let (_srv, proxy, data) = setup().await;
     // Three cuts at different depths; each resume asks only for what is missing.
-    proxy.push(get_rule(FaultKind::CutBody { after_body_bytes: 1_000_003 }, 1));
-    proxy.push(get_rule(FaultKind::CutBody { after_body_bytes: 17 }, 1));
-    proxy.push(get_rule(FaultKind::CutBody { after_body_bytes: 2_500_000 }, 1));
+    proxy.push(get_rule(
+        FaultKind::CutBody {
+            after_body_bytes: 1_000_003,
+        },
+        1,
+    ));
+    proxy.push(get_rule(
+        FaultKind::CutBody {
+            after_body_bytes: 17,
+        },
+        1,
+    ));
+    proxy.push(get_rule(
+        FaultKind::CutBody {
+            after_body_bytes: 2_500_000,
+        },
+        1,
+    ));
     let (res, retries) = read_through(&proxy, fast_policy()).await;
     assert_eq!(sha256(&res.expect("read")), sha256(&data));
     assert_eq!(retries, 3);
@@ -75,7 +99,10 @@ async fn cut_bodies_resume_from_the_last_byte() {
 async fn stalled_connections_are_abandoned_and_resumed() {
     let (_srv, proxy, data) = setup().await;
     proxy.push(get_rule(
-        FaultKind::Stall { after_body_bytes: 524_288, duration: Duration::from_secs(20) },
+        FaultKind::Stall {
+            after_body_bytes: 524_288,
+            duration: Duration::from_secs(20),
+        },
         2,
     ));
     let started = std::time::Instant::now();
@@ -83,7 +110,11 @@ async fn stalled_connections_are_abandoned_and_resumed() {
     assert_eq!(sha256(&res.expect("read")), sha256(&data));
     assert_eq!(retries, 2);
     // Two stall timeouts (0.5 s each), not the 20 s stalls.
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,10 +130,16 @@ async fn reset_connections_are_retried() {
 async fn past_the_budget_the_error_names_the_key() {
     let (_srv, proxy, _data) = setup().await;
     proxy.push(get_rule(FaultKind::ServiceUnavailable, 1000));
-    let policy = RetryPolicy { max_attempts: 4, ..fast_policy() };
+    let policy = RetryPolicy {
+        max_attempts: 4,
+        ..fast_policy()
+    };
     let (res, retries) = read_through(&proxy, policy).await;
     let err = res.expect_err("budget exhausted");
-    assert!(matches!(err, StoreError::RetriesExhausted { attempts: 4, .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::RetriesExhausted { attempts: 4, .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains(KEY) && msg.contains(BUCKET), "{msg}");
     assert!(msg.contains("503") || msg.contains("SlowDown"), "{msg}");

@@ -11,8 +11,15 @@ use common::*;
 
 /// Key characters that trip up URL encoding, XML escaping or signing.
 const AWKWARD: [&str; 9] = [
-    "with space", "plus+sign", "per%cent", "eq=uals", "hash#tag", "ünïcödé", "日本語",
-    "semi;colon", "tilde~amp&",
+    "with space",
+    "plus+sign",
+    "per%cent",
+    "eq=uals",
+    "hash#tag",
+    "ünïcödé",
+    "日本語",
+    "semi;colon",
+    "tilde~amp&",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,9 +47,15 @@ async fn lists_2500_nested_keys_exactly() {
     let got: Vec<(String, u64)> = concurrent.iter().map(|o| (o.key.clone(), o.size)).collect();
     assert_eq!(got.len(), 2500);
     assert_eq!(got, expected);
-    assert!(concurrent.iter().all(|o| o.etag.is_some()), "every object has an ETag");
+    assert!(
+        concurrent.iter().all(|o| o.etag.is_some()),
+        "every object has an ETag"
+    );
 
-    let serial = client.list_serial(BUCKET, "set/").await.expect("serial list");
+    let serial = client
+        .list_serial(BUCKET, "set/")
+        .await
+        .expect("serial list");
     assert_eq!(serial, concurrent, "serial and concurrent listings agree");
 
     // A prefix that ends inside a name ("partial name") lists what starts with it.
@@ -50,7 +63,10 @@ async fn lists_2500_nested_keys_exactly() {
         .list(BUCKET, "set/0", &ListOptions::default())
         .await
         .expect("partial list");
-    let want = expected.iter().filter(|(k, _)| k.starts_with("set/0")).count();
+    let want = expected
+        .iter()
+        .filter(|(k, _)| k.starts_with("set/0"))
+        .count();
     assert_eq!(partial.len(), want);
 }
 
@@ -62,7 +78,10 @@ async fn missing_bucket_is_named() {
         .list("no-such-bucket", "", &ListOptions::default())
         .await
         .expect_err("missing bucket");
-    assert!(matches!(err, chute_s3::StoreError::NoSuchBucket { .. }), "{err:?}");
+    assert!(
+        matches!(err, chute_s3::StoreError::NoSuchBucket { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("no-such-bucket"), "{err}");
 }
 
@@ -83,7 +102,10 @@ async fn list_10k_concurrent_vs_serial() {
     let serial = client.list_serial(BUCKET, "big/").await.expect("serial");
     let serial_direct = t.elapsed();
     let t = Instant::now();
-    let fanned = client.list(BUCKET, "big/", &opts).await.expect("concurrent");
+    let fanned = client
+        .list(BUCKET, "big/", &opts)
+        .await
+        .expect("concurrent");
     let fanned_direct = t.elapsed();
     assert_eq!(serial.len(), 10_000);
     assert_eq!(serial, fanned);
@@ -99,10 +121,16 @@ async fn list_10k_concurrent_vs_serial() {
     });
     let slow = client_for(&proxy.endpoint_url(), fast_policy()).await;
     let t = Instant::now();
-    let serial_rtt = slow.list_serial(BUCKET, "big/").await.expect("serial via proxy");
+    let serial_rtt = slow
+        .list_serial(BUCKET, "big/")
+        .await
+        .expect("serial via proxy");
     let serial_slow = t.elapsed();
     let t = Instant::now();
-    let fanned_rtt = slow.list(BUCKET, "big/", &opts).await.expect("concurrent via proxy");
+    let fanned_rtt = slow
+        .list(BUCKET, "big/", &opts)
+        .await
+        .expect("concurrent via proxy");
     let fanned_slow = t.elapsed();
     assert_eq!(serial_rtt, serial);
     assert_eq!(fanned_rtt, serial);

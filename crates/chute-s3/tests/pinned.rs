@@ -18,7 +18,10 @@ async fn overwritten_after_listing_fails_the_read() {
     let srv = TestServer::start().await;
     srv.put(KEY, &pattern(SIZE, 1));
     let client = client_for(&srv.endpoint(), fast_policy()).await;
-    let listed = client.list(BUCKET, "pinned/", &ListOptions::default()).await.expect("list");
+    let listed = client
+        .list(BUCKET, "pinned/", &ListOptions::default())
+        .await
+        .expect("list");
     let etag = listed[0].etag.clone();
     assert!(etag.is_some());
 
@@ -31,7 +34,9 @@ async fn overwritten_after_listing_fails_the_read() {
     // The new version is readable when asked for as such.
     let fresh = client.head(BUCKET, KEY).await.expect("head");
     assert_ne!(fresh.etag, etag);
-    let body = read_all(&client, KEY, 0..SIZE as u64, fresh.etag).await.expect("read v2");
+    let body = read_all(&client, KEY, 0..SIZE as u64, fresh.etag)
+        .await
+        .expect("read v2");
     assert_eq!(sha256(&body), sha256(&pattern(SIZE, 2)));
 }
 
@@ -46,14 +51,20 @@ async fn change_mid_read_never_mixes_versions() {
     proxy.push(FaultRule {
         method: Some("GET".into()),
         path_contains: Some("pinned/object".into()),
-        kind: FaultKind::CutBody { after_body_bytes: 1 << 20 },
+        kind: FaultKind::CutBody {
+            after_body_bytes: 1 << 20,
+        },
         times: 1,
     });
     let client = client_for(&proxy.endpoint_url(), fast_policy()).await;
     let etag = client.head(BUCKET, KEY).await.expect("head").etag;
     let mut stream = client.read(BUCKET, KEY, 0..SIZE as u64, etag);
     let mut got = Vec::new();
-    let first = stream.next().await.expect("a chunk").expect("first chunk ok");
+    let first = stream
+        .next()
+        .await
+        .expect("a chunk")
+        .expect("first chunk ok");
     got.extend_from_slice(&first);
     srv.put(KEY, &pattern(SIZE, 2));
     let mut failure = None;
@@ -69,7 +80,10 @@ async fn change_mid_read_never_mixes_versions() {
     let err = failure.expect("the read must fail once the version changed");
     assert!(matches!(err, StoreError::Changed { .. }), "{err:?}");
     assert!(got.len() < SIZE);
-    assert!(got == v1[..got.len()], "every byte delivered is from the listed version");
+    assert!(
+        got == v1[..got.len()],
+        "every byte delivered is from the listed version"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,8 +91,14 @@ async fn local_store_detects_changes_too() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("obj.bin");
     std::fs::write(&path, pattern(1000, 1)).expect("write");
-    let client = Client::new(Arc::new(LocalStore::new(dir.path()).expect("store")), fast_policy());
-    let listed = client.list("", "", &ListOptions::default()).await.expect("list");
+    let client = Client::new(
+        Arc::new(LocalStore::new(dir.path()).expect("store")),
+        fast_policy(),
+    );
+    let listed = client
+        .list("", "", &ListOptions::default())
+        .await
+        .expect("list");
     assert_eq!(listed.len(), 1);
     std::thread::sleep(std::time::Duration::from_millis(5));
     let tmp = dir.path().join("obj.tmp");

@@ -26,18 +26,26 @@ async fn check_client(client: &Client, key: &str, data: &[u8]) {
     let mut i = 0;
     while pos < size {
         let end = (pos + STEPS[i % STEPS.len()]).min(size);
-        let part = read_all(client, key, pos..end, etag.clone()).await.expect("range");
+        let part = read_all(client, key, pos..end, etag.clone())
+            .await
+            .expect("range");
         assert_eq!(part.len() as u64, end - pos, "length of {pos}..{end}");
         joined.extend_from_slice(&part);
         pos = end;
         i += 1;
     }
-    assert_eq!(sha256(&joined), sha256(data), "joined ranges hash like the source");
+    assert_eq!(
+        sha256(&joined),
+        sha256(data),
+        "joined ranges hash like the source"
+    );
 
     // Random ranges, including the last byte and the first.
     let mut x: u64 = 0x1234_5678;
     for n in 0..150 {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         let start = match n {
             0 => 0,
             1 => size - 1,
@@ -45,7 +53,9 @@ async fn check_client(client: &Client, key: &str, data: &[u8]) {
         };
         let len = 1 + (x >> 40) % (3 << 20);
         let end = (start + len).min(size);
-        let part = read_all(client, key, start..end, etag.clone()).await.expect("random range");
+        let part = read_all(client, key, start..end, etag.clone())
+            .await
+            .expect("random range");
         assert!(
             part == data[start as usize..end as usize],
             "bytes of {start}..{end} differ"
@@ -64,7 +74,10 @@ async fn check_client(client: &Client, key: &str, data: &[u8]) {
         assert!(err.to_string().contains(key), "error names the key: {err}");
     }
     // An empty range is no bytes, without a request.
-    assert!(read_all(client, key, 5..5, etag).await.expect("empty").is_empty());
+    assert!(read_all(client, key, 5..5, etag)
+        .await
+        .expect("empty")
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +107,10 @@ async fn zero_byte_object_reads_as_empty() {
     let client = client_for(&srv.endpoint(), fast_policy()).await;
     let body = client.get_object(BUCKET, "empty.bin").await.expect("get");
     assert!(body.is_empty());
-    let err = client.get_object(BUCKET, "missing.bin").await.expect_err("missing");
+    let err = client
+        .get_object(BUCKET, "missing.bin")
+        .await
+        .expect_err("missing");
     assert!(matches!(err, StoreError::NoSuchKey { .. }), "{err:?}");
     assert!(err.to_string().contains("missing.bin"));
 }

@@ -84,7 +84,9 @@ pub(crate) async fn forget(root: &Path, bucket: &str, key: &str) {
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::debug!(path = %path.display(), error = %e, "could not remove sidecar"),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "could not remove sidecar")
+            }
         }
     }
 }
@@ -98,7 +100,10 @@ mod tests {
         let mut a = parse(br#"{"user_metadata":{"k":"v"},"content_type":"text/plain","expires":"2030-01-02T03:04:05.000Z"}"#);
         assert_eq!(a.content_type.as_deref(), Some("text/plain"));
         assert!(a.expires().is_some());
-        assert_eq!(a.metadata().and_then(|m| m.get("k").cloned()).as_deref(), Some("v"));
+        assert_eq!(
+            a.metadata().and_then(|m| m.get("k").cloned()).as_deref(),
+            Some("v")
+        );
 
         let mut old = parse(br#"{"k":"v"}"#);
         assert_eq!(old.metadata().map(|m| m.len()), Some(1));

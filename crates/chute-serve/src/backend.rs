@@ -168,12 +168,23 @@ async fn open_regular_file(path: PathBuf) -> io::Result<Option<File>> {
     opened.map_err(io::Error::other)?
 }
 
+/// What S3 reports for an object stored without a content type.
+fn default_content_type() -> String {
+    "binary/octet-stream".to_owned()
+}
+
 fn no_such_bucket(bucket: &str) -> S3Error {
-    s3_error!(NoSuchBucket, "The specified bucket does not exist: {bucket}")
+    s3_error!(
+        NoSuchBucket,
+        "The specified bucket does not exist: {bucket}"
+    )
 }
 
 fn no_such_key(bucket: &str, key: &str) -> S3Error {
-    s3_error!(NoSuchKey, "The specified key does not exist: {bucket}/{key}")
+    s3_error!(
+        NoSuchKey,
+        "The specified key does not exist: {bucket}/{key}"
+    )
 }
 
 fn internal(e: io::Error, doing: &str, bucket: &str, key: &str) -> S3Error {
@@ -182,7 +193,12 @@ fn internal(e: io::Error, doing: &str, bucket: &str, key: &str) -> S3Error {
 }
 
 fn to_i64(n: u64) -> S3Result<i64> {
-    i64::try_from(n).map_err(|_| s3_error!(InternalError, "size {n} does not fit S3's 64-bit signed length"))
+    i64::try_from(n).map_err(|_| {
+        s3_error!(
+            InternalError,
+            "size {n} does not fit S3's 64-bit signed length"
+        )
+    })
 }
 
 /// Start, length and `Content-Range` of the bytes to send.
@@ -372,7 +388,12 @@ impl S3 for Backend {
             last_modified: Some(last_modified),
             metadata: stored.metadata(),
             expires: stored.expires(),
-            content_type: stored.content_type.take(),
+            content_type: Some(
+                stored
+                    .content_type
+                    .take()
+                    .unwrap_or_else(default_content_type),
+            ),
             content_encoding: stored.content_encoding.take(),
             content_disposition: stored.content_disposition.take(),
             content_language: stored.content_language.take(),
@@ -413,7 +434,12 @@ impl S3 for Backend {
             last_modified: Some(last_modified),
             metadata: stored.metadata(),
             expires: stored.expires(),
-            content_type: stored.content_type.take(),
+            content_type: Some(
+                stored
+                    .content_type
+                    .take()
+                    .unwrap_or_else(default_content_type),
+            ),
             content_encoding: stored.content_encoding.take(),
             content_disposition: stored.content_disposition.take(),
             content_language: stored.content_language.take(),
@@ -575,7 +601,12 @@ impl S3 for Backend {
             self.fs.delete_objects(req).await?
         };
         let out = &mut resp.output;
-        for key in out.deleted.iter().flatten().filter_map(|d| d.key.as_deref()) {
+        for key in out
+            .deleted
+            .iter()
+            .flatten()
+            .filter_map(|d| d.key.as_deref())
+        {
             attrs::forget(self.root(), &bucket, key).await;
         }
         if quiet {
@@ -679,7 +710,10 @@ mod tests {
             (Range::Suffix { length: 0 }, 10),
         ] {
             let err = resolve_range(Some(range), size).err();
-            assert_eq!(err.map(|e| e.code().clone()), Some(S3ErrorCode::InvalidRange));
+            assert_eq!(
+                err.map(|e| e.code().clone()),
+                Some(S3ErrorCode::InvalidRange)
+            );
         }
     }
 

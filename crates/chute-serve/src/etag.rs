@@ -118,7 +118,8 @@ impl EtagCache {
                         etag: etag.clone(),
                     })
                 }
-                Err(HashError::Changed) => continue,
+                // Changed under us: take a fresh look at the file.
+                Err(HashError::Changed) => {}
                 Err(HashError::Io(e)) => return Err(e),
             }
         }

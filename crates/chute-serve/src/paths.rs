@@ -48,7 +48,10 @@ pub(crate) fn check_key(key: &str) -> Result<(), KeyProblem> {
         return Err(KeyProblem::Nul);
     }
     let body = key.strip_suffix('/').unwrap_or(key);
-    if body.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if body
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(KeyProblem::NonCanonicalSegment);
     }
     Ok(())

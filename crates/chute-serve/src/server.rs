@@ -61,6 +61,11 @@ impl Server {
     /// Checks the configuration, binds the socket and starts accepting connections on
     /// the current tokio runtime. Returns once the socket is listening, so clients may
     /// connect as soon as this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError`] naming ROOT when it is missing or not a directory, naming the
+    /// address when it cannot be bound, or when a key is empty.
     pub async fn start(cfg: ServeConfig) -> Result<Server, ServeError> {
         if cfg.access_key.is_empty() || cfg.secret_key.is_empty() {
             return Err(ServeError::MissingCredentials);
@@ -108,12 +113,14 @@ impl Server {
     }
 
     /// The address actually listened on (with the real port when 0 was asked for).
+    #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The URL clients should use as their S3 endpoint, e.g. `http://127.0.0.1:9000`.
     /// A wildcard listen address is reported as loopback, which is always reachable.
+    #[must_use]
     pub fn endpoint_url(&self) -> String {
         let ip = match self.addr.ip() {
             IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),

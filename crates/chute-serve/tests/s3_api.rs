@@ -24,7 +24,13 @@ async fn get_bytes(h: &Harness, key: &str) -> (Vec<u8>, Option<String>) {
         .await
         .unwrap_or_else(|e| panic!("GET {key}: {e:?}"));
     let etag = out.e_tag().map(str::to_owned);
-    let body = out.body.collect().await.expect("body").into_bytes().to_vec();
+    let body = out
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec();
     (body, etag)
 }
 
@@ -40,7 +46,13 @@ async fn get_range(h: &Harness, key: &str, range: &str) -> (Vec<u8>, Option<Stri
         .unwrap_or_else(|e| panic!("GET {key} {range}: {e:?}"));
     let content_range = out.content_range().map(str::to_owned);
     let len = out.content_length();
-    let body = out.body.collect().await.expect("body").into_bytes().to_vec();
+    let body = out
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec();
     (body, content_range, len)
 }
 
@@ -103,7 +115,9 @@ async fn put_then_get_returns_the_same_bytes() {
     assert_eq!(head.content_length(), Some(data.len() as i64));
     assert_eq!(head.content_type(), Some("application/x-test"));
     assert_eq!(
-        head.metadata().and_then(|m| m.get("origin")).map(String::as_str),
+        head.metadata()
+            .and_then(|m| m.get("origin"))
+            .map(String::as_str),
         Some("unit-test")
     );
     assert_eq!(head.accept_ranges(), Some("bytes"));
@@ -129,6 +143,16 @@ async fn files_written_directly_are_listed_with_md5_etags_and_served() {
     assert_eq!(body, data);
     assert_eq!(etag.as_deref(), obj.e_tag());
     assert_eq!(Some(head_etag(&h, "dir/x.bin").await.as_str()), obj.e_tag());
+    let head = h
+        .client
+        .head_object()
+        .bucket(BUCKET)
+        .key("dir/x.bin")
+        .send()
+        .await
+        .expect("HEAD");
+    // Nothing was recorded at upload, so S3's default content type applies.
+    assert_eq!(head.content_type(), Some("binary/octet-stream"));
 
     // The v1 listing gets ETags too.
     let v1 = h
@@ -302,10 +326,7 @@ async fn rewriting_a_file_changes_its_etag() {
         .expect("bump mtime");
     let etag2 = head_etag(&h, "v.bin").await;
     assert_eq!(etag2, quoted_md5(&second));
-    assert_eq!(
-        list_all(&h, "v.bin").await[0].e_tag(),
-        Some(etag2.as_str())
-    );
+    assert_eq!(list_all(&h, "v.bin").await[0].e_tag(), Some(etag2.as_str()));
 
     // A read pinned to the old version is refused.
     let err = h
@@ -390,7 +411,10 @@ async fn awkward_keys_round_trip() {
 
     let unicode = list_all(&h, "unicode/ünïcødé/").await;
     assert_eq!(unicode.len(), 1);
-    assert_eq!(unicode[0].key(), Some("unicode/ünïcødé/日本語 ファイル.bin"));
+    assert_eq!(
+        unicode[0].key(),
+        Some("unicode/ünïcødé/日本語 ファイル.bin")
+    );
 
     // With encoding-type=url the keys come back percent-encoded (this SDK does not
     // decode them), in a form both plain and form-style decoders read correctly.
@@ -434,7 +458,10 @@ async fn list_v2_paginates_with_continuation_tokens() {
         for obj in out.contents() {
             let key = obj.key().expect("key").to_owned();
             let n: usize = key["many/k".len()..].parse().expect("numbered key");
-            assert_eq!(obj.e_tag(), Some(quoted_md5(format!("{n}").as_bytes()).as_str()));
+            assert_eq!(
+                obj.e_tag(),
+                Some(quoted_md5(format!("{n}").as_bytes()).as_str())
+            );
             keys.push(key);
         }
         if out.is_truncated() == Some(true) {
@@ -486,7 +513,10 @@ async fn delimiter_groups_common_prefixes() {
     assert_eq!(prefixes, ["d/a/", "d/b/"]);
     let keys: Vec<&str> = out.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["d/top"]);
-    assert_eq!(out.contents()[0].e_tag(), Some(quoted_md5(b"d/top").as_str()));
+    assert_eq!(
+        out.contents()[0].e_tag(),
+        Some(quoted_md5(b"d/top").as_str())
+    );
 
     let top = h
         .client
@@ -813,7 +843,12 @@ async fn copy_and_delete() {
     }
     let objects = ["batch/1", "batch/2", "batch/missing", "a/../batch/3"]
         .iter()
-        .map(|k| ObjectIdentifier::builder().key(*k).build().expect("identifier"))
+        .map(|k| {
+            ObjectIdentifier::builder()
+                .key(*k)
+                .build()
+                .expect("identifier")
+        })
         .collect();
     let out = h
         .client
@@ -895,13 +930,24 @@ async fn start_reports_a_bad_root_by_name() {
         .await
         .expect_err("missing root");
     assert!(matches!(err, ServeError::RootUnavailable { .. }), "{err:?}");
-    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
 
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"").expect("write");
-    let err = Server::start(cfg(file.clone())).await.expect_err("file root");
-    assert!(matches!(err, ServeError::RootNotADirectory { .. }), "{err:?}");
-    assert!(err.to_string().contains(&file.display().to_string()), "{err}");
+    let err = Server::start(cfg(file.clone()))
+        .await
+        .expect_err("file root");
+    assert!(
+        matches!(err, ServeError::RootNotADirectory { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
 
     let mut no_secret = cfg(dir.path().to_path_buf());
     no_secret.secret_key.clear();
@@ -916,7 +962,10 @@ async fn shutdown_stops_listening() {
     let h = Harness::start().await;
     let addr = h.server.addr();
     assert_ne!(addr.port(), 0);
-    assert_eq!(h.server.endpoint_url(), format!("http://127.0.0.1:{}", addr.port()));
+    assert_eq!(
+        h.server.endpoint_url(),
+        format!("http://127.0.0.1:{}", addr.port())
+    );
     h.client
         .list_buckets()
         .send()

@@ -57,7 +57,11 @@ async fn single_stream_get_throughput() {
         let mut offset = 0usize;
         while let Some(chunk) = out.body.try_next().await.expect("body chunk") {
             // Compare as we go rather than buffering 256 MiB a second time.
-            assert_eq!(&data[offset..offset + chunk.len()], &chunk[..], "at {offset}");
+            assert_eq!(
+                &data[offset..offset + chunk.len()],
+                &chunk[..],
+                "at {offset}"
+            );
             offset += chunk.len();
         }
         let secs = started.elapsed().as_secs_f64();

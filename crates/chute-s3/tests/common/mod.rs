@@ -109,5 +109,8 @@ pub async fn read_all(
     range: std::ops::Range<u64>,
     etag: Option<String>,
 ) -> Result<Vec<u8>, chute_s3::StoreError> {
-    Ok(client.read_to_bytes(BUCKET, key, range, etag).await?.to_vec())
+    Ok(client
+        .read_to_bytes(BUCKET, key, range, etag)
+        .await?
+        .to_vec())
 }

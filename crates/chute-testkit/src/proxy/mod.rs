@@ -133,7 +133,12 @@ pub struct FaultCounts {
 
 impl FaultCounts {
     pub fn total(&self) -> u64 {
-        self.service_unavailable + self.status + self.cut_body + self.stall + self.reset + self.delay
+        self.service_unavailable
+            + self.status
+            + self.cut_body
+            + self.stall
+            + self.reset
+            + self.delay
     }
 }
 
