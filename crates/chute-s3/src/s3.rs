@@ -69,12 +69,32 @@ impl S3Store {
         })
     }
 
+    /// Uploads one object in a single PUT (benchmark and demo set-up; chute
+    /// itself never writes to the source).
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.classify(e, bucket, key))?;
+        Ok(())
+    }
+
     /// Sorts an SDK error into a [`StoreError`] for the object it concerns.
     fn classify<E>(&self, err: SdkError<E, HttpResponse>, bucket: &str, key: &str) -> StoreError
     where
         E: ProvideErrorMetadata + RequestId + std::error::Error + Send + Sync + 'static,
     {
         let chain = describe_chain(&err);
+        let innermost = innermost(&err);
         match err {
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();
@@ -91,7 +111,7 @@ impl S3Store {
                 if df.is_io() && connect_refused(&detail) {
                     StoreError::Unreachable {
                         endpoint: self.endpoint.clone(),
-                        detail,
+                        detail: innermost,
                     }
                 } else if df.is_user() || detail.contains("credentials") {
                     if detail.contains("credentials") {
@@ -202,6 +222,16 @@ fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
+}
+
+/// The message of the deepest cause ("Connection refused (os error 111)"),
+/// which is what a user can act on.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
 }
 
 fn connect_refused(detail: &str) -> bool {

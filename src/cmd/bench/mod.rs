@@ -1,0 +1,326 @@
+//! `chute bench`: throughput of each mode against a given endpoint, always side
+//! by side with a baseline measured in the same run — raw parallel ranged GETs of
+//! the same objects from the same server — and reported as a ratio.
+//!
+//! Run it against a server that is not the bottleneck (Garage or MinIO; see
+//! `benches/garage.sh`). `chute bench prepare` uploads the standard datasets once;
+//! each mode's bench then reads them.
+
+mod download;
+mod pipe;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use chute_channel::SourceOptions;
+use chute_s3::{Client, ListOptions, ObjectMeta, RetryPolicy, S3Config, S3Store};
+use clap::{Args, Subcommand};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::exit::UsageError;
+
+/// The standard datasets: one large object, medium objects, many small ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dataset {
+    /// 1 object of 1 GiB.
+    Large,
+    /// 40 objects of 25 MiB.
+    Medium,
+    /// 2,000 objects of 256 KiB.
+    Small,
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 3] = [Dataset::Large, Dataset::Medium, Dataset::Small];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Large => "large",
+            Dataset::Medium => "medium",
+            Dataset::Small => "small",
+        }
+    }
+
+    /// Human description for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Dataset::Large => "1 × 1 GiB",
+            Dataset::Medium => "40 × 25 MiB",
+            Dataset::Small => "2,000 × 256 KiB",
+        }
+    }
+
+    pub fn shape(self) -> (usize, usize) {
+        match self {
+            Dataset::Large => (1, 1 << 30),
+            Dataset::Medium => (40, 25 << 20),
+            Dataset::Small => (2000, 256 << 10),
+        }
+    }
+
+    /// Key prefix of the dataset under the bench prefix, ending in '/'.
+    pub fn prefix(self, base: &str) -> String {
+        format!("{base}{}/", self.name())
+    }
+
+    pub fn key(self, base: &str, i: usize) -> String {
+        match self {
+            Dataset::Large => format!("{}object.bin", self.prefix(base)),
+            _ => format!("{}obj-{i:05}.bin", self.prefix(base)),
+        }
+    }
+}
+
+/// Where the datasets live and how to reach them; shared by every bench.
+#[derive(Debug, Args, Clone)]
+pub struct BenchTarget {
+    /// S3 endpoint to measure (also AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Bucket holding the datasets (must exist).
+    #[arg(long)]
+    pub bucket: String,
+    /// Key prefix of the datasets, ending in '/'.
+    #[arg(long, default_value = "chute-bench/")]
+    pub prefix: String,
+    /// Datasets to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub datasets: Vec<Dataset>,
+    /// GETs in flight for the raw baseline.
+    #[arg(long, default_value_t = 64)]
+    pub baseline_concurrency: usize,
+    /// Part size of the raw baseline's ranged GETs, in MiB.
+    #[arg(long, default_value_t = 8)]
+    pub baseline_part_mib: u64,
+}
+
+impl BenchTarget {
+    pub fn datasets(&self) -> Vec<Dataset> {
+        if self.datasets.is_empty() {
+            Dataset::ALL.to_vec()
+        } else {
+            self.datasets.clone()
+        }
+    }
+
+    pub fn s3_config(&self) -> S3Config {
+        S3Config {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            ..S3Config::default()
+        }
+    }
+
+    pub fn source_options(&self) -> SourceOptions {
+        SourceOptions {
+            s3: self.s3_config(),
+            ..SourceOptions::default()
+        }
+    }
+
+    /// `s3://bucket/prefix/` of a dataset.
+    pub fn uri(&self, d: Dataset) -> String {
+        format!("s3://{}/{}", self.bucket, d.prefix(&self.prefix))
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let store = S3Store::new(&self.s3_config()).await?;
+        Ok(Client::new(Arc::new(store), RetryPolicy::default()))
+    }
+
+    /// The objects of a dataset, checked to be what `prepare` uploads.
+    pub async fn objects(&self, client: &Client, d: Dataset) -> anyhow::Result<Vec<ObjectMeta>> {
+        let objects = client
+            .list(&self.bucket, &d.prefix(&self.prefix), &ListOptions::default())
+            .await?;
+        let (count, size) = d.shape();
+        if objects.len() != count || objects.iter().any(|o| o.size != size as u64) {
+            return Err(UsageError(format!(
+                "dataset {} at {} is not prepared ({} objects found, {count} of {size} bytes expected): run `chute bench prepare` first",
+                d.name(),
+                self.uri(d),
+                objects.len()
+            ))
+            .into());
+        }
+        Ok(objects)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Upload the standard datasets to the target bucket.
+    Prepare(BenchTarget),
+    /// Only the raw parallel-GET baseline.
+    Baseline(BenchTarget),
+    /// Pipe mode: a reader draining the FIFO, and time to first byte.
+    Pipe(BenchTarget),
+    /// File mode: chute download vs s5cmd vs `aws s3 sync`, into the same disk.
+    Download(BenchTarget),
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        BenchCommand::Prepare(t) => prepare(&t).await?,
+        BenchCommand::Pipe(t) => pipe::run(&t).await?,
+        BenchCommand::Download(t) => download::run(&t).await?,
+        BenchCommand::Baseline(t) => {
+            let client = t.client().await?;
+            let mut table = Table::new("raw parallel GETs");
+            for d in t.datasets() {
+                let objects = t.objects(&client, d).await?;
+                let m = baseline(&t, &client, &objects).await?;
+                table.row(d.label(), "baseline", m, m);
+            }
+            table.print();
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Deterministic object contents (fast to make, different per object).
+pub fn object_bytes(d: Dataset, i: usize, size: usize) -> Bytes {
+    let mut data = vec![0u8; size];
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ d as u64;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+    Bytes::from(data)
+}
+
+async fn prepare(t: &BenchTarget) -> anyhow::Result<()> {
+    let store = S3Store::new(&t.s3_config()).await?;
+    let client = t.client().await?;
+    for d in t.datasets() {
+        if t.objects(&client, d).await.is_ok() {
+            println!("{}: already prepared at {}", d.name(), t.uri(d));
+            continue;
+        }
+        let (count, size) = d.shape();
+        let started = Instant::now();
+        futures::stream::iter(0..count)
+            .map(|i| {
+                let store = &store;
+                async move {
+                    let key = d.key(&t.prefix, i);
+                    store
+                        .put_object(&t.bucket, &key, object_bytes(d, i, size))
+                        .await
+                        .with_context(|| format!("uploading {key}"))
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        println!(
+            "{}: uploaded {count} objects to {} in {:.1}s",
+            d.name(),
+            t.uri(d),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Bytes moved and the time it took.
+#[derive(Debug, Clone, Copy)]
+pub struct Measure {
+    pub bytes: u64,
+    pub secs: f64,
+}
+
+impl Measure {
+    pub fn mb_s(&self) -> f64 {
+        self.bytes as f64 / self.secs.max(1e-9) / 1e6
+    }
+}
+
+/// The baseline: every object fetched with raw ranged GETs (one attempt each,
+/// no pinning, no retries, bodies drained and dropped), `baseline_concurrency`
+/// in flight. Nothing a client could do with the same server is much faster.
+pub async fn baseline(
+    t: &BenchTarget,
+    client: &Client,
+    objects: &[ObjectMeta],
+) -> anyhow::Result<Measure> {
+    let part = t.baseline_part_mib.max(1) << 20;
+    let mut ranges = Vec::new();
+    for o in objects {
+        let mut start = 0;
+        while start < o.size {
+            let end = (start + part).min(o.size);
+            ranges.push((o.key.clone(), start..end));
+            start = end;
+        }
+    }
+    let store = client.store().clone();
+    let started = Instant::now();
+    let bytes = futures::stream::iter(ranges)
+        .map(|(key, range)| {
+            let store = store.clone();
+            let bucket = t.bucket.clone();
+            async move {
+                let resp = store.get_range(&bucket, &key, range, None).await?;
+                let mut n = 0u64;
+                let mut body = resp.body;
+                while let Some(chunk) = body.next().await {
+                    n += chunk?.len() as u64;
+                }
+                Ok::<u64, anyhow::Error>(n)
+            }
+        })
+        .buffer_unordered(t.baseline_concurrency.max(1))
+        .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
+        .await?;
+    Ok(Measure {
+        bytes,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A result table: one row per (dataset, tool), with the ratio to the baseline.
+pub struct Table {
+    title: String,
+    rows: Vec<(String, String, Measure, Measure)>,
+}
+
+impl Table {
+    pub fn new(title: &str) -> Table {
+        Table {
+            title: title.to_owned(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, dataset: &str, tool: &str, m: Measure, baseline: Measure) {
+        println!(
+            "  {dataset:<16} {tool:<24} {:>8.0} MB/s  ({:.2} × baseline)",
+            m.mb_s(),
+            m.mb_s() / baseline.mb_s().max(1e-9)
+        );
+        self.rows.push((dataset.to_owned(), tool.to_owned(), m, baseline));
+    }
+
+    /// Markdown, ready for the README.
+    pub fn print(&self) {
+        println!("\n{}\n", self.title);
+        println!("| dataset | tool | MB/s | seconds | × baseline |");
+        println!("|---|---|---:|---:|---:|");
+        for (d, tool, m, b) in &self.rows {
+            println!(
+                "| {d} | {tool} | {:.0} | {:.2} | {:.2} |",
+                m.mb_s(),
+                m.secs,
+                m.mb_s() / b.mb_s().max(1e-9)
+            );
+        }
+    }
+}
