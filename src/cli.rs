@@ -42,6 +42,19 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the main job end to end on an embedded server with a sample dataset.
     Demo(DemoArgs),
+    /// Pipe mode: stream the channel into DIR/NAME_0, DIR/NAME_1, ... (one FIFO per epoch).
+    Pipe(PipeArgs),
+    /// File mode: download the channel (or this host's shard) into a directory.
+    Download(DownloadArgs),
+    /// Container entrypoint: bring the job's channels up, run CMD, tear them down.
+    Run(RunArgs),
+    /// FastFile mode: mount the channel read-only at MOUNTPOINT (FUSE), streaming on demand.
+    Mount(crate::cmd::mount::MountArgs),
+    /// Unmount a `chute mount` mount point.
+    Unmount(crate::cmd::mount::UnmountArgs),
+    /// Measure each mode against an endpoint, side by side with raw parallel GETs.
+    #[command(subcommand)]
+    Bench(crate::cmd::bench::BenchCommand),
 }
 
 /// Options every command that reads a source takes.
@@ -114,4 +127,131 @@ pub struct DemoArgs {
     /// Number of sample objects.
     #[arg(long, default_value_t = 300)]
     pub objects: usize,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  chute download s3://bucket/train/ /opt/ml/input/data/train\n  chute download --manifest s3://bucket/train.manifest ./train --shard-index 0 --shard-count 4"
+)]
+pub struct DownloadArgs {
+    /// SOURCE (s3://bucket/prefix or file:///abs/dir; omit it with a manifest) and DEST.
+    #[arg(num_args = 1..=2, required = true, value_names = ["SOURCE", "DEST"])]
+    pub paths: Vec<String>,
+    #[command(flatten)]
+    pub src: SourceArgs,
+    /// GET requests in flight.
+    #[arg(long, value_name = "N", default_value_t = chute_download::DownloadOptions::default().concurrency)]
+    pub concurrency: usize,
+    /// Objects larger than this are fetched as parallel ranged parts of about
+    /// this size, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = chute_download::DownloadOptions::default().part_size >> 20)]
+    pub part_size_mib: u64,
+    /// Skip the free-space check made before the download starts.
+    #[arg(long)]
+    pub no_space_check: bool,
+    /// Sync every file to disk before renaming it into place (power-loss safety).
+    #[arg(long)]
+    pub fsync: bool,
+    /// Resume state file (default: DEST's parent/.<DEST name>.chute-state).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_resume")]
+    pub state_file: Option<PathBuf>,
+    /// Neither read nor write resume state: fetch every object.
+    #[arg(long)]
+    pub no_resume: bool,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Skip the MD5 check of objects fetched in one GET (sizes are still checked).
+    #[arg(long)]
+    pub no_verify_md5: bool,
+    /// Do not reserve disk space for large files before writing them (measurement aid).
+    #[arg(long, hide = true)]
+    pub no_preallocate: bool,
+    /// Bytes gathered from the network before each write to disk, in KiB (measurement aid).
+    #[arg(long, hide = true, value_name = "KIB")]
+    pub write_buffer_kib: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  chute run --input-config /opt/ml/input-data-config.json -- python train.py\n  chute run --channel train=s3://bucket/train/,mode=FastFile --channel val=s3://bucket/val/ -- ./train.sh"
+)]
+pub struct RunArgs {
+    /// The job's InputDataConfig: the JSON list of channels, as CreateTrainingJob takes it.
+    #[arg(long, value_name = "FILE", env = "CHUTE_INPUT_CONFIG")]
+    pub input_config: Option<PathBuf>,
+    /// A channel on the command line: NAME=URI[,mode=..,distribution=..,type=..,
+    /// attribute=..,record-wrapper=..,compression=..,shuffle-seed=..,content-type=..].
+    /// URI is s3://bucket/prefix, file:///abs/dir, or /abs/dir (a FileSystemDataSource).
+    #[arg(long = "channel", value_name = "NAME=URI,...")]
+    pub channels: Vec<String>,
+    /// Default input mode (TrainingInputMode) for channels that name none: File, FastFile or Pipe.
+    #[arg(long, value_name = "MODE", env = "CHUTE_INPUT_MODE")]
+    pub input_mode: Option<String>,
+    /// Where channels (data/) and config files (config/) go.
+    #[arg(long, value_name = "DIR", default_value = "/opt/ml/input")]
+    pub input_dir: PathBuf,
+    /// resourceconfig.json with this job's hosts (default <input-dir>/config/resourceconfig.json if present).
+    #[arg(long, value_name = "FILE")]
+    pub resource_config: Option<PathBuf>,
+    /// This host's shard (0-based); with --shard-count.
+    #[arg(long, value_name = "I", requires = "shard_count")]
+    pub shard_index: Option<usize>,
+    /// Number of hosts; with --shard-index.
+    #[arg(long, value_name = "N", requires = "shard_index")]
+    pub shard_count: Option<usize>,
+    /// Custom S3 endpoint (MinIO, Garage, `chute serve`); also AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// AWS region (default: the AWS region chain, else us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Path-style addressing (bucket in the path); on by default with a custom endpoint.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub force_path_style: Option<bool>,
+    /// The training command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  chute pipe s3://bucket/train/ --dir /opt/ml/input/data --channel train --epochs 3\n  chute pipe --augmented-manifest s3://bucket/train.jsonl --attribute-names source-ref,label \\\n      --dir /opt/ml/input/data --channel train --record-wrapper recordio"
+)]
+pub struct PipeArgs {
+    /// s3://bucket/prefix or file:///abs/dir (omit with --manifest / --augmented-manifest).
+    #[arg(value_name = "SOURCE")]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub src: SourceArgs,
+    /// Directory for the FIFOs (created if missing), e.g. /opt/ml/input/data.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Channel name: the FIFOs are DIR/NAME_0, DIR/NAME_1, ...
+    #[arg(long, value_name = "NAME")]
+    pub channel: String,
+    /// Number of epochs (default: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<u64>,
+    /// Wrap each object (or augmented-manifest attribute) in a record.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = RecordWrapperArg::None)]
+    pub record_wrapper: RecordWrapperArg,
+    /// Shuffle the whole channel with this seed at the start of every epoch (before sharding).
+    #[arg(long, value_name = "S")]
+    pub shuffle_seed: Option<u64>,
+    /// Objects are gzip (CompressionType Gzip): stream them decompressed.
+    #[arg(long)]
+    pub gunzip: bool,
+    /// Read-ahead budget, e.g. 512M (default: 1/8 of memory, 64 MiB to 1 GiB).
+    #[arg(long, value_name = "BYTES", value_parser = crate::cmd::pipe::parse_size)]
+    pub max_memory: Option<u64>,
+}
+
+/// `RecordWrapperType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordWrapperArg {
+    /// Objects back to back.
+    None,
+    /// MXNet RecordIO: one record per object.
+    Recordio,
 }

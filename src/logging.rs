@@ -9,7 +9,8 @@ use crate::cli::{GlobalArgs, LogFormat};
 /// chute's own crates log at info; dependencies only warn, since the AWS SDK and
 /// hyper are chatty at info and say nothing a user of chute can act on.
 const DEFAULT_FILTER: &str =
-    "warn,chute=info,chute_channel=info,chute_s3=info,chute_plan=info,chute_serve=info";
+    "warn,chute=info,chute_channel=info,chute_s3=info,chute_plan=info,chute_serve=info,\
+     chute_download=info,chute_pipe=info,chute_fastfile=info,chute_run=info";
 
 pub fn init(args: &GlobalArgs) -> anyhow::Result<()> {
     let spec = args

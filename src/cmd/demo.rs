@@ -129,6 +129,10 @@ async fn sections(root: &Path, opts: &SourceOptions) -> anyhow::Result<()> {
         stats.get_requests,
         stats.retries
     );
+    super::download::demo_section(root, &channel.client, &plan).await?;
+    super::mount::demo_section(root, &channel.client, &plan).await?;
+    super::pipe::demo(root, &channel.client, &plan).await?;
+    super::run::demo_section(root, opts).await?;
     Ok(())
 }
 

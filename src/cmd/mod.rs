@@ -1,7 +1,12 @@
 //! One module per subcommand.
 
+pub mod bench;
 mod demo;
+mod download;
 mod ls;
+pub mod mount;
+pub mod pipe;
+mod run;
 mod serve;
 
 use std::process::ExitCode;
@@ -13,6 +18,12 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => ls::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Pipe(args) => pipe::run(args).await,
+        Command::Download(args) => download::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Mount(args) => mount::run(args).await,
+        Command::Unmount(args) => mount::unmount(args).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
 

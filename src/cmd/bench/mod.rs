@@ -7,6 +7,7 @@
 //! each mode's bench then reads them.
 
 mod download;
+mod fastfile;
 mod pipe;
 
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
-use chute_channel::SourceOptions;
 use chute_s3::{Client, ListOptions, ObjectMeta, RetryPolicy, S3Config, S3Store};
 use clap::{Args, Subcommand};
 use futures::{StreamExt, TryStreamExt};
@@ -115,13 +115,6 @@ impl BenchTarget {
         }
     }
 
-    pub fn source_options(&self) -> SourceOptions {
-        SourceOptions {
-            s3: self.s3_config(),
-            ..SourceOptions::default()
-        }
-    }
-
     /// `s3://bucket/prefix/` of a dataset.
     pub fn uri(&self, d: Dataset) -> String {
         format!("s3://{}/{}", self.bucket, d.prefix(&self.prefix))
@@ -135,7 +128,11 @@ impl BenchTarget {
     /// The objects of a dataset, checked to be what `prepare` uploads.
     pub async fn objects(&self, client: &Client, d: Dataset) -> anyhow::Result<Vec<ObjectMeta>> {
         let objects = client
-            .list(&self.bucket, &d.prefix(&self.prefix), &ListOptions::default())
+            .list(
+                &self.bucket,
+                &d.prefix(&self.prefix),
+                &ListOptions::default(),
+            )
             .await?;
         let (count, size) = d.shape();
         if objects.len() != count || objects.iter().any(|o| o.size != size as u64) {
@@ -158,9 +155,12 @@ pub enum BenchCommand {
     /// Only the raw parallel-GET baseline.
     Baseline(BenchTarget),
     /// Pipe mode: a reader draining the FIFO, and time to first byte.
-    Pipe(BenchTarget),
+    Pipe(pipe::PipeBench),
     /// File mode: chute download vs s5cmd vs `aws s3 sync`, into the same disk.
     Download(BenchTarget),
+    /// FastFile mode: chute mount read by 1 and 8 readers, in listing order, at
+    /// random; time to first byte; find / ls -lR over 100,000 objects.
+    Fastfile(BenchTarget),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -168,6 +168,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Prepare(t) => prepare(&t).await?,
         BenchCommand::Pipe(t) => pipe::run(&t).await?,
         BenchCommand::Download(t) => download::run(&t).await?,
+        BenchCommand::Fastfile(t) => fastfile::run(&t).await?,
         BenchCommand::Baseline(t) => {
             let client = t.client().await?;
             let mut table = Table::new("raw parallel GETs");
@@ -306,7 +307,8 @@ impl Table {
             m.mb_s(),
             m.mb_s() / baseline.mb_s().max(1e-9)
         );
-        self.rows.push((dataset.to_owned(), tool.to_owned(), m, baseline));
+        self.rows
+            .push((dataset.to_owned(), tool.to_owned(), m, baseline));
     }
 
     /// Markdown, ready for the README.

@@ -1,0 +1,394 @@
+//! The library on its own, over a local directory store: the path defence with
+//! plans that bypass the planner, MD5 verification against a store that
+//! corrupts bodies, and cleanup when the download future is dropped.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chute_download::{download, DownloadError, DownloadOptions};
+use chute_plan::{Plan, PlannedObject};
+use chute_s3::{
+    Client, GetResponse, ListPage, LocalStore, ObjectMeta, ObjectStore, RetryPolicy, StoreError,
+};
+use futures::StreamExt;
+use sha2::Digest;
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn md5_hex(d: &[u8]) -> String {
+    use md5::Digest as _;
+    hex::encode(md5::Md5::digest(d))
+}
+
+/// A local directory with `files`, and a plan naming them by `paths`.
+fn source(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, bytes) in files {
+        let p = dir.path().join(key);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, bytes).expect("write");
+    }
+    dir
+}
+
+fn object(key: &str, path: &str, size: usize, etag: Option<String>) -> PlannedObject {
+    PlannedObject {
+        bucket: String::new(),
+        key: key.into(),
+        size: size as u64,
+        etag,
+        path: path.into(),
+    }
+}
+
+fn quiet() -> DownloadOptions {
+    DownloadOptions {
+        progress: false,
+        ..DownloadOptions::default()
+    }
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).expect("under").to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn escaping_paths_in_a_hand_built_plan_are_skipped() {
+    let bytes = data(1000, 1);
+    let src = source(&[("a.bin", bytes.clone())]);
+    let client = Client::new(
+        Arc::new(LocalStore::new(src.path()).expect("store")),
+        RetryPolicy::default(),
+    );
+    let mut plan = Plan::default();
+    for path in [
+        "../../etc/x",
+        "../escape.bin",
+        "sub/../../x",
+        "/abs.bin",
+        "./dot.bin",
+        ".chute-tmp/0.part",
+        "ok/a.bin",
+    ] {
+        plan.objects.push(object("a.bin", path, bytes.len(), None));
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("one").join("two").join("dest");
+    let s = download(&client, &plan, &dest, &quiet())
+        .await
+        .expect("download");
+    assert_eq!(s.objects, 1);
+    assert_eq!(s.skipped_unsafe, 6);
+    assert_eq!(
+        files_under(work.path()),
+        vec![
+            PathBuf::from("one/two/.dest.chute-state"),
+            PathBuf::from("one/two/dest/ok/a.bin")
+        ]
+    );
+    assert_eq!(std::fs::read(dest.join("ok/a.bin")).expect("read"), bytes);
+}
+
+#[tokio::test]
+async fn a_symlink_inside_dest_is_not_followed() {
+    let bytes = data(10, 2);
+    let src = source(&[("a.bin", bytes.clone())]);
+    let client = Client::new(
+        Arc::new(LocalStore::new(src.path()).expect("store")),
+        RetryPolicy::default(),
+    );
+    let outside = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("dest");
+    std::fs::create_dir(&dest).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path(), dest.join("link")).expect("symlink");
+    let plan = Plan {
+        objects: vec![object("a.bin", "link/a.bin", bytes.len(), None)],
+        ..Plan::default()
+    };
+    let err = download(&client, &plan, &dest, &quiet())
+        .await
+        .expect_err("refused");
+    assert!(err.is_usage(), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(outside.path()).expect("read").count(), 0);
+}
+
+/// A local store whose ETags are given MD5 digests, and whose GET bodies are
+/// corrupted (one byte flipped) as `corrupt` decides for the n-th GET.
+struct Tampering {
+    inner: LocalStore,
+    etags: Vec<(String, String)>,
+    gets: AtomicUsize,
+    corrupt: fn(usize) -> Option<u8>,
+}
+
+impl Tampering {
+    fn etag(&self, key: &str) -> Option<String> {
+        self.etags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, e)| format!("\"{e}\""))
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Tampering {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        self.inner.list_page(bucket, prefix, delimiter, token).await
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
+        let mut m = self.inner.head(bucket, key).await?;
+        m.etag = self.etag(key);
+        Ok(m)
+    }
+
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+        _if_match: Option<&str>,
+    ) -> Result<GetResponse, StoreError> {
+        let n = self.gets.fetch_add(1, Ordering::SeqCst);
+        let mut resp = self.inner.get_range(bucket, key, range, None).await?;
+        resp.etag = self.etag(key);
+        if let Some(flip) = (self.corrupt)(n) {
+            let mut first = true;
+            resp.body = resp
+                .body
+                .map(move |chunk| {
+                    chunk.map(|c| {
+                        if first && !c.is_empty() {
+                            first = false;
+                            let mut v = c.to_vec();
+                            v[0] ^= flip;
+                            Bytes::from(v)
+                        } else {
+                            c
+                        }
+                    })
+                })
+                .boxed();
+        }
+        Ok(resp)
+    }
+
+    fn describe(&self) -> String {
+        "tampering local store".into()
+    }
+}
+
+fn tampering(
+    files: &[(&str, Vec<u8>)],
+    etags: Vec<(String, String)>,
+    corrupt: fn(usize) -> Option<u8>,
+) -> (tempfile::TempDir, Client, Arc<Tampering>) {
+    let src = source(files);
+    let store = Arc::new(Tampering {
+        inner: LocalStore::new(src.path()).expect("store"),
+        etags,
+        gets: AtomicUsize::new(0),
+        corrupt,
+    });
+    let client = Client::new(store.clone(), RetryPolicy::default());
+    (src, client, store)
+}
+
+#[tokio::test]
+async fn a_corrupted_transfer_is_caught_by_the_md5_and_fetched_again() {
+    let bytes = data(200_000, 3);
+    let etag = md5_hex(&bytes);
+    let (_src, client, store) = tampering(
+        &[("a.bin", bytes.clone())],
+        vec![("a.bin".into(), etag.clone())],
+        |n| (n == 0).then_some(0x40),
+    );
+    let plan = Plan {
+        objects: vec![object(
+            "a.bin",
+            "a.bin",
+            bytes.len(),
+            Some(format!("\"{etag}\"")),
+        )],
+        ..Plan::default()
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("d");
+    download(&client, &plan, &dest, &quiet())
+        .await
+        .expect("download");
+    assert_eq!(store.gets.load(Ordering::SeqCst), 2);
+    assert_eq!(std::fs::read(dest.join("a.bin")).expect("read"), bytes);
+}
+
+#[tokio::test]
+async fn bytes_that_differ_on_every_transfer_fail_verification_and_leave_nothing() {
+    let bytes = data(50_000, 4);
+    let etag = md5_hex(&bytes);
+    let (_src, client, _store) = tampering(
+        &[("a.bin", bytes.clone())],
+        vec![("a.bin".into(), etag.clone())],
+        |n| Some(1 << (n % 8)),
+    );
+    let plan = Plan {
+        objects: vec![object("a.bin", "a.bin", bytes.len(), Some(etag))],
+        ..Plan::default()
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("d");
+    let err = download(&client, &plan, &dest, &quiet())
+        .await
+        .expect_err("verification fails");
+    assert!(matches!(err, DownloadError::Verify { .. }), "{err}");
+    assert!(err.is_source());
+    assert!(files_under(&dest).is_empty(), "{:?}", files_under(&dest));
+}
+
+#[tokio::test]
+async fn etags_that_are_not_md5_digests_are_tolerated() {
+    // As with SSE-KMS: 32 hex digits that are not the MD5 of the content.
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("f{i}.bin"), data(3000 + i, i as u8)))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, d)| (k.as_str(), d.clone())).collect();
+    let etags: Vec<(String, String)> = files
+        .iter()
+        .map(|(k, _)| (k.clone(), md5_hex(k.as_bytes())))
+        .collect();
+    let (_src, client, store) = tampering(&refs, etags.clone(), |_| None);
+    let plan = Plan {
+        objects: files
+            .iter()
+            .zip(&etags)
+            .map(|((k, d), (_, e))| object(k, k, d.len(), Some(e.clone())))
+            .collect(),
+        ..Plan::default()
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("d");
+    let opts = DownloadOptions {
+        concurrency: 1,
+        ..quiet()
+    };
+    let s = download(&client, &plan, &dest, &opts)
+        .await
+        .expect("download");
+    assert_eq!(s.objects, 6);
+    for (k, d) in &files {
+        assert_eq!(&std::fs::read(dest.join(k)).expect("read"), d);
+    }
+    // Two GETs each for the first three objects, then MD5 checks stop.
+    assert_eq!(store.gets.load(Ordering::SeqCst), 3 * 2 + 3);
+}
+
+/// A store whose bodies trickle, so a download can be caught mid-way.
+struct Slow(LocalStore);
+
+#[async_trait::async_trait]
+impl ObjectStore for Slow {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        self.0.list_page(bucket, prefix, delimiter, token).await
+    }
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.0.head(bucket, key).await
+    }
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, StoreError> {
+        let mut resp = self.0.get_range(bucket, key, range, if_match).await?;
+        resp.body = resp
+            .body
+            .then(|c| async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                c
+            })
+            .boxed();
+        Ok(resp)
+    }
+    fn describe(&self) -> String {
+        "slow local store".into()
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_download_removes_its_temporary_files() {
+    let big = data(6 << 20, 9);
+    let src = source(&[("big.bin", big.clone()), ("small.bin", data(10, 1))]);
+    let client = Client::new(
+        Arc::new(Slow(LocalStore::new(src.path()).expect("store"))),
+        RetryPolicy::default(),
+    );
+    let meta = client.head("", "big.bin").await.expect("head");
+    let plan = Plan {
+        objects: vec![
+            object("big.bin", "big.bin", big.len(), meta.etag),
+            object("small.bin", "small.bin", 10, None),
+        ],
+        ..Plan::default()
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("d");
+    let opts = DownloadOptions {
+        part_size: 1 << 20,
+        ..quiet()
+    };
+    let part = dest.join(".chute-tmp").join("0.part");
+    tokio::select! {
+        r = download(&client, &plan, &dest, &opts) => panic!("finished too early: {r:?}"),
+        () = async {
+            while !part.exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        } => {}
+    }
+    // Let aborted tasks and their last file-system jobs finish.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!dest.join(".chute-tmp").exists());
+    assert!(!dest.join("big.bin").exists());
+    // And a rerun completes it.
+    let s = download(&client, &plan, &dest, &opts).await.expect("rerun");
+    assert!(s.objects >= 1);
+    assert_eq!(
+        sha2::Sha256::digest(std::fs::read(dest.join("big.bin")).expect("read")),
+        sha2::Sha256::digest(&big)
+    );
+}

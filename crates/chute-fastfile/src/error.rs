@@ -1,0 +1,76 @@
+//! Typed errors of FastFile mode: what went wrong with a mount point, a mount
+//! or an unmount, each naming the path and, where there is one, the fix.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FastFileError {
+    #[error("mount point {path} does not exist (create the directory first)")]
+    MissingMountPoint { path: PathBuf },
+
+    #[error("mount point {path} is not a directory (pass an empty directory)")]
+    NotADirectory { path: PathBuf },
+
+    #[error("cannot use mount point {path}: {source}")]
+    MountPointIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is already a mount point (unmount it first: chute unmount {path})")]
+    AlreadyMounted { path: PathBuf },
+
+    #[error("cannot mount a FUSE file system at {path}: {source} ({hint})")]
+    Mount {
+        path: PathBuf,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the FUSE mount at {path} did not answer within {secs} s")]
+    NotReady { path: PathBuf, secs: u64 },
+
+    #[error("{path} is not mounted")]
+    NotMounted { path: PathBuf },
+
+    #[error("cannot unmount {path}: {detail}")]
+    Unmount { path: PathBuf, detail: String },
+
+    #[error("invalid mount option: {0}")]
+    Options(String),
+}
+
+impl FastFileError {
+    /// Whether the fault is in what the user asked for (a bad mount point or
+    /// option) rather than in the machine (no FUSE, no permission).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            FastFileError::MissingMountPoint { .. }
+                | FastFileError::NotADirectory { .. }
+                | FastFileError::AlreadyMounted { .. }
+                | FastFileError::NotMounted { .. }
+                | FastFileError::Options(_)
+        )
+    }
+}
+
+/// Why a block could not be read, as a reader sees it.
+#[derive(Debug, Clone)]
+pub(crate) enum BlockError {
+    /// The object changed since it was listed: ESTALE.
+    Stale,
+    /// Anything else, after retries: EIO.
+    Io,
+}
+
+impl BlockError {
+    pub(crate) fn errno(&self) -> i32 {
+        match self {
+            BlockError::Stale => libc::ESTALE,
+            BlockError::Io => libc::EIO,
+        }
+    }
+}

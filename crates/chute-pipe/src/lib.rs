@@ -1,0 +1,489 @@
+//! Pipe mode: a channel's objects streamed into one named FIFO per epoch,
+//! `DIR/NAME_0`, `DIR/NAME_1`, ..., as SageMaker's Pipe input mode does.
+//!
+//! A run of [`run_pipe`]:
+//!
+//! - creates `NAME_0` (mode 0600 by default) and starts fetching at once, so the
+//!   first bytes are waiting when the reader opens it; logs once per epoch that it
+//!   waits for a reader, and otherwise waits quietly;
+//! - streams the epoch's items in order (plan order, or the seeded per-epoch
+//!   shuffle), each optionally gunzipped and RecordIO-framed; then creates the next
+//!   epoch's FIFO, closes this one (the reader sees EOF) and removes it;
+//! - when the reader closes early (EPIPE), ends the epoch with a warning saying how
+//!   far it got, and moves on to the next FIFO;
+//! - when an object cannot be read (missing, changed, retries exhausted) or is not
+//!   valid gzip, gives the reader the bytes before it and EOF, removes the FIFOs and
+//!   returns the error naming the object. It does not go on to the next epoch: the
+//!   same object would fail again, and a training job should not run on a silently
+//!   truncated dataset;
+//! - on `shutdown` (SIGINT/SIGTERM in the binary), stops writing, releases any
+//!   reader blocked in `open` (it reads EOF), removes every FIFO and returns the
+//!   summary so far.
+//!
+//! Read-ahead lives in [`fetch`]: parts of objects fetched at high concurrency
+//! within a byte budget, handed over strictly in order. The FIFO side lives in
+//! [`fifo`] and a writer thread. Writes to a reader that has gone away must fail
+//! with `EPIPE` rather than kill the process: Rust programs ignore `SIGPIPE` from
+//! the start, and a host program embedding this crate must do the same.
+
+// A failure carries the object's S3 error whole (so callers can classify it) and
+// where in the epoch it happened; failures end a pipe, so their size costs nothing.
+#![allow(clippy::result_large_err)]
+
+mod fetch;
+mod fifo;
+mod order;
+pub mod recordio;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chute_plan::{AugmentedRecord, Plan, Shard};
+use chute_s3::{Client, StoreError};
+use tokio::sync::oneshot;
+pub use tokio_util::sync::CancellationToken;
+
+use crate::fetch::FetchConfig;
+use crate::fifo::Stop;
+use crate::order::Order;
+use crate::writer::{Ended, Writer, WriterConfig};
+
+/// How each item is wrapped on the wire (`RecordWrapperType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordWrapper {
+    /// Bytes as they are, items back to back.
+    #[default]
+    None,
+    /// One MXNet RecordIO record per item; see [`recordio`].
+    RecordIo,
+}
+
+/// How a pipe runs.
+#[derive(Debug, Clone)]
+pub struct PipeOptions {
+    /// Epochs to stream; `None` streams until stopped.
+    pub epochs: Option<u64>,
+    pub record_wrapper: RecordWrapper,
+    /// `ShuffleConfig.Seed`: a different, reproducible order every epoch.
+    pub shuffle_seed: Option<u64>,
+    /// Objects are gzip (`CompressionType: Gzip`): stream them decompressed.
+    pub gunzip: bool,
+    /// Permission bits of the FIFOs (exactly these; the umask does not apply).
+    pub fifo_mode: u32,
+    /// Bytes fetched ahead of the reader, at most.
+    pub max_memory: u64,
+    /// Ranged GETs in flight.
+    pub concurrency: usize,
+    /// Objects larger than this are fetched as parallel parts of this size.
+    pub part_size: u64,
+}
+
+impl Default for PipeOptions {
+    fn default() -> Self {
+        PipeOptions {
+            epochs: None,
+            record_wrapper: RecordWrapper::None,
+            shuffle_seed: None,
+            gunzip: false,
+            fifo_mode: 0o600,
+            max_memory: default_max_memory(),
+            concurrency: 64,
+            part_size: 8 << 20,
+        }
+    }
+}
+
+/// The read-ahead budget for this machine: an eighth of its memory, between
+/// 64 MiB and 1 GiB (several channels may share a machine with training).
+pub fn default_max_memory() -> u64 {
+    const MIN: u64 = 64 << 20;
+    const MAX: u64 = 1 << 30;
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024);
+    total.map_or(256 << 20, |t| (t / 8).clamp(MIN, MAX))
+}
+
+/// What a pipe streams.
+#[derive(Debug, Clone)]
+pub enum PipeSource {
+    /// The objects of a channel plan (unsharded: the whole channel).
+    Objects(Plan),
+    /// An augmented manifest's lines: one item per requested attribute.
+    Augmented { records: Vec<AugmentedRecord> },
+}
+
+/// Everything about one Pipe channel except how to run it.
+pub struct PipeChannel {
+    pub dir: PathBuf,
+    pub name: String,
+    pub source: PipeSource,
+    /// This host's shard under `ShardedByS3Key`; `None` for `FullyReplicated`.
+    pub shard: Option<Shard>,
+    pub client: Client,
+}
+
+impl PipeChannel {
+    /// Creates `NAME_0` and starts streaming in the background.
+    pub async fn start(
+        self,
+        opts: PipeOptions,
+        shutdown: CancellationToken,
+    ) -> Result<PipeHandle, PipeError> {
+        start_pipe(
+            self.client,
+            self.source,
+            self.shard,
+            &self.dir,
+            &self.name,
+            opts,
+            shutdown,
+        )
+        .await
+    }
+
+    /// Streams every epoch; see [`run_pipe`].
+    pub async fn run(
+        self,
+        opts: PipeOptions,
+        shutdown: CancellationToken,
+    ) -> Result<PipeSummary, PipeError> {
+        self.start(opts, shutdown).await?.wait().await
+    }
+}
+
+/// What one epoch delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochSummary {
+    pub epoch: u64,
+    /// Items in this host's epoch.
+    pub records: usize,
+    /// Items written whole.
+    pub records_written: usize,
+    /// Bytes the reader was given (framing included).
+    pub bytes: u64,
+    /// Every item was written and the reader stayed to the end.
+    pub complete: bool,
+    /// From the FIFO's creation until a reader opened it.
+    pub waited_for_reader: Duration,
+    /// From the reader's open until EOF.
+    pub streaming: Duration,
+    /// The item being written when the epoch ended early.
+    pub failed_at: Option<String>,
+}
+
+/// What a pipe did before it ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipeSummary {
+    /// Epochs a reader opened, in order.
+    pub epochs: Vec<EpochSummary>,
+    /// Ended by `shutdown` rather than by finishing its epochs.
+    pub stopped: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    #[error("invalid channel name {name:?}: use 1 to 64 characters from A-Z a-z 0-9 . - _")]
+    InvalidChannel { name: String },
+
+    #[error("cannot use the pipe directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("FIFO {path}: {source}")]
+    Fifo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "epoch {epoch} failed at {label} (record {record} of {records}, after {bytes} bytes; \
+         the reader got EOF there)"
+    )]
+    Object {
+        epoch: u64,
+        label: String,
+        record: usize,
+        records: usize,
+        bytes: u64,
+        #[source]
+        source: StoreError,
+    },
+
+    #[error(
+        "epoch {epoch}: {label} is not valid gzip, but --gunzip (CompressionType Gzip) is set \
+         ({records_written} records were delivered before it): {source}"
+    )]
+    Gunzip {
+        epoch: u64,
+        label: String,
+        records_written: usize,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("writing to {path} failed: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("internal error in the pipe: {0}")]
+    Internal(String),
+}
+
+impl PipeError {
+    /// Whether what the user asked for or gave is at fault (exit 2) rather than
+    /// reaching the data (exit 3).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            PipeError::InvalidChannel { .. } | PipeError::Gunzip { .. } => true,
+            PipeError::Fifo { source, .. } => source.kind() == std::io::ErrorKind::AlreadyExists,
+            _ => false,
+        }
+    }
+}
+
+/// The FIFO of `epoch`: `DIR/NAME_EPOCH`.
+pub fn fifo_path(dir: &Path, channel: &str, epoch: u64) -> PathBuf {
+    dir.join(format!("{channel}_{epoch}"))
+}
+
+/// The API rule for channel names, which also keeps FIFO names inside `dir`.
+fn check_channel(name: &str) -> Result<(), PipeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(PipeError::InvalidChannel {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// A pipe streaming in the background.
+pub struct PipeHandle {
+    first_fifo: Option<PathBuf>,
+    task: tokio::task::JoinHandle<Result<PipeSummary, PipeError>>,
+}
+
+impl PipeHandle {
+    /// `NAME_0`, which exists once [`start_pipe`] has returned (`None` for zero epochs).
+    pub fn first_fifo(&self) -> Option<&Path> {
+        self.first_fifo.as_deref()
+    }
+
+    /// Waits until every epoch is streamed, the pipe fails or it is stopped.
+    pub async fn wait(self) -> Result<PipeSummary, PipeError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(PipeError::Internal(format!("the pipe task ended: {e}"))),
+        }
+    }
+}
+
+/// Streams `source` into `dir/channel_0`, `dir/channel_1`, ... until `opts.epochs`
+/// are done or `shutdown` is cancelled (which is not an error: the summary says
+/// `stopped`). See the crate documentation for the behaviour.
+pub async fn run_pipe(
+    client: Client,
+    source: PipeSource,
+    shard: Option<Shard>,
+    dir: &Path,
+    channel: &str,
+    opts: PipeOptions,
+    shutdown: CancellationToken,
+) -> Result<PipeSummary, PipeError> {
+    start_pipe(client, source, shard, dir, channel, opts, shutdown)
+        .await?
+        .wait()
+        .await
+}
+
+/// As [`run_pipe`], but returns as soon as `NAME_0` exists (for `chute run`, which
+/// starts the training command only once every channel is ready).
+pub async fn start_pipe(
+    client: Client,
+    source: PipeSource,
+    shard: Option<Shard>,
+    dir: &Path,
+    channel: &str,
+    opts: PipeOptions,
+    shutdown: CancellationToken,
+) -> Result<PipeHandle, PipeError> {
+    start_with_limit(
+        client,
+        source,
+        shard,
+        dir,
+        channel,
+        opts,
+        shutdown,
+        recordio::MAX_RECORD_LEN,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_with_limit(
+    client: Client,
+    source: PipeSource,
+    shard: Option<Shard>,
+    dir: &Path,
+    channel: &str,
+    opts: PipeOptions,
+    shutdown: CancellationToken,
+    record_limit: u64,
+) -> Result<PipeHandle, PipeError> {
+    check_channel(channel)?;
+    if opts.epochs == Some(0) {
+        return Ok(PipeHandle {
+            first_fifo: None,
+            task: tokio::spawn(async { Ok(PipeSummary::default()) }),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|source| PipeError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let stop = Stop::new().map_err(|e| PipeError::Internal(format!("cannot make a pipe: {e}")))?;
+    let first = fifo_path(dir, channel, 0);
+    stop.create(&first, opts.fifo_mode)
+        .map_err(|source| PipeError::Fifo {
+            path: first.clone(),
+            source,
+        })?;
+
+    let order = Arc::new(match source {
+        PipeSource::Objects(plan) => Order::objects(plan, opts.shuffle_seed, shard),
+        PipeSource::Augmented { records } => Order::lines(records, opts.shuffle_seed, shard),
+    });
+    let budget = opts.max_memory.max(1 << 20);
+    let skip_below = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let fetch_stop = CancellationToken::new();
+    let fetch = tokio::spawn(fetch::run(
+        client,
+        order,
+        FetchConfig {
+            epochs: opts.epochs,
+            part_size: opts.part_size.clamp(64 << 10, budget.min(1 << 30)),
+            concurrency: opts.concurrency.max(1),
+            budget,
+            stop: fetch_stop.clone(),
+        },
+        skip_below.clone(),
+        tx,
+    ));
+
+    let mut writer = Writer::new(
+        WriterConfig {
+            dir: dir.to_path_buf(),
+            channel: channel.to_owned(),
+            fifo_mode: opts.fifo_mode,
+            epochs: opts.epochs,
+            record_wrapper: opts.record_wrapper,
+            gunzip: opts.gunzip,
+            record_limit,
+        },
+        rx,
+        stop.clone(),
+        skip_below,
+    );
+    let (done_tx, done_rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("chute-pipe-{channel}"))
+        .spawn(move || {
+            let ended = writer.run();
+            let _ = done_tx.send((std::mem::take(&mut writer.summaries), ended));
+        });
+    if let Err(e) = spawned {
+        fetch.abort();
+        let _ = stop.remove_all();
+        return Err(PipeError::Internal(format!(
+            "cannot start the writer thread: {e}"
+        )));
+    }
+    let task = tokio::spawn(async move {
+        let result = supervise(fetch, done_rx, stop, shutdown, fetch_stop.clone()).await;
+        fetch_stop.cancel();
+        result
+    });
+    Ok(PipeHandle {
+        first_fifo: Some(first),
+        task,
+    })
+}
+
+type WriterResult = (Vec<EpochSummary>, Result<Ended, PipeError>);
+
+/// Waits for the writer to finish or for a stop, then cleans up every FIFO.
+async fn supervise(
+    fetch: tokio::task::JoinHandle<()>,
+    mut done: oneshot::Receiver<WriterResult>,
+    stop: Arc<Stop>,
+    shutdown: CancellationToken,
+    fetch_stop: CancellationToken,
+) -> Result<PipeSummary, PipeError> {
+    let mut guards = Vec::new();
+    let outcome = tokio::select! {
+        r = &mut done => r,
+        _ = shutdown.cancelled() => {
+            stop.set();
+            fetch_stop.cancel();
+            // Held open, the FIFOs cannot keep the writer blocked in `open`.
+            guards = stop.hold_open();
+            fetch.abort();
+            done.await
+        }
+    };
+    fetch.abort();
+    let cleaned = stop.remove_all();
+    drop(guards);
+    let (epochs, ended) = outcome
+        .map_err(|_| PipeError::Internal("the writer thread ended without a result".into()))?;
+    let stopped = match ended? {
+        Ended::AllEpochs => false,
+        Ended::Stopped => true,
+    };
+    if let Err(e) = cleaned {
+        tracing::warn!(error = %e, "could not remove every FIFO");
+    }
+    Ok(PipeSummary { epochs, stopped })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_names() {
+        assert_eq!(
+            fifo_path(Path::new("/opt/ml/input/data"), "train", 3),
+            PathBuf::from("/opt/ml/input/data/train_3")
+        );
+        assert!(check_channel("train-1.v2_x").is_ok());
+        for bad in ["", "a/b", "..", ".", "a b", &"x".repeat(65)] {
+            assert!(check_channel(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Everything that can stop `chute run` before or around the training command,
+//! and the exit code each one maps to (DESIGN.md: 2 bad usage or input, 3 the
+//! data source could not be reached or read).
+
+use std::path::PathBuf;
+
+use chute_channel::ChannelError;
+use chute_plan::HostError;
+use chute_s3::ErrorClass;
+
+use crate::config::{ConfigError, InputMode};
+
+/// Exit code for bad usage or input.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a data source that cannot be reached or read.
+pub const EXIT_SOURCE: u8 = 3;
+/// Exit code when the command cannot be found (as shells and Docker report it).
+pub const EXIT_NOT_FOUND: u8 = 127;
+/// Exit code when the command cannot be executed.
+pub const EXIT_NOT_EXECUTABLE: u8 = 126;
+
+/// Why `chute run` stopped without the command's own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The channel configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The host list could not be determined.
+    #[error("{0}")]
+    Hosts(#[from] HostError),
+    /// `--resource-config` cannot be read.
+    #[error("cannot read --resource-config {path}: {source}; check the path")]
+    ResourceConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input directory (or something in it) cannot be prepared.
+    #[error("{what} {path}: {source}; choose a writable --input-dir")]
+    Layout {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file would be overwritten by the container-side one.
+    #[error("{0}")]
+    Usage(String),
+    /// A channel's object list could not be read.
+    #[error("channel '{channel}': {source}")]
+    Resolve {
+        /// The channel.
+        channel: String,
+        /// Why (boxed: it is by far the largest cause).
+        #[source]
+        source: Box<ChannelError>,
+    },
+    /// A channel could not be brought up in its mode.
+    #[error("channel '{channel}' ({mode}): {message}")]
+    Setup {
+        /// The channel.
+        channel: String,
+        /// Its input mode.
+        mode: InputMode,
+        /// What went wrong, one line.
+        message: String,
+        /// Whether the data source is at fault (exit 3) rather than the input (exit 2)
+        /// or the machine (exit 1).
+        class: SetupClass,
+    },
+    /// The command could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program as given.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The signal handlers could not be installed.
+    #[error("cannot catch SIGINT/SIGTERM: {0}")]
+    Signals(#[source] std::io::Error),
+    /// SIGINT or SIGTERM arrived before the command started.
+    #[error("interrupted by signal {0} while bringing channels up; the command was not started and the channels already up were torn down")]
+    Interrupted(i32),
+}
+
+/// What a channel setup failure is attributed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupClass {
+    /// Bad input: exit 2.
+    Usage,
+    /// The data source: exit 3.
+    Source,
+    /// The machine (no FUSE, disk full, ...): exit 1.
+    Local,
+}
+
+impl RunError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_)
+            | RunError::Hosts(_)
+            | RunError::ResourceConfig { .. }
+            | RunError::Layout { .. }
+            | RunError::Usage(_) => EXIT_USAGE,
+            RunError::Resolve { source, .. } => {
+                if source.is_usage() {
+                    EXIT_USAGE
+                } else {
+                    EXIT_SOURCE
+                }
+            }
+            RunError::Setup { class, .. } => match class {
+                SetupClass::Usage => EXIT_USAGE,
+                SetupClass::Source => EXIT_SOURCE,
+                SetupClass::Local => 1,
+            },
+            RunError::Spawn { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_NOT_EXECUTABLE,
+            },
+            RunError::Signals(_) => 1,
+            RunError::Interrupted(sig) => 128u8.saturating_add(*sig as u8),
+        }
+    }
+}
+
+/// The exit class of a store error met while bringing a channel up.
+pub fn store_class(class: ErrorClass) -> SetupClass {
+    match class {
+        ErrorClass::Usage => SetupClass::Usage,
+        ErrorClass::Source => SetupClass::Source,
+    }
+}

@@ -1,0 +1,422 @@
+//! `chute bench fastfile`: FastFile mode against the raw parallel-GET baseline
+//! on the same server in the same run. Each measurement gets a fresh
+//! `chute mount` child process (so no page cache carries over and its peak
+//! RSS is its own), read with plain `read(2)` calls of 1 MiB, as `dd bs=1M` or
+//! a data loader would:
+//!
+//! 1. one reader, the 1 GiB object;
+//! 2. 8 readers over the 40 × 25 MiB objects (reader k takes objects k, k+8, ...);
+//! 3. one reader through the 2,000 × 256 KiB objects in listing order, also
+//!    against chute's own File-mode download of the same prefix;
+//! 4. random 256 KiB reads over the 1 GiB object (one reader);
+//! 5. time to first byte after `open` (cold), against one raw GET's;
+//! 6. mount start-up time, `find` and `ls -lR` over a 100,000-object prefix,
+//!    against a raw listing of it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chute_download::{download, DownloadOptions};
+use chute_plan::{plan_from_listing, ObjectInfo};
+use chute_s3::{ListOptions, S3Store};
+use futures::{StreamExt, TryStreamExt};
+use rand::{Rng, SeedableRng};
+
+use super::{baseline, BenchTarget, Dataset, Measure, Table};
+
+/// Objects in the listing dataset (measurement 6).
+const LISTING_OBJECTS: usize = 100_000;
+/// Random reads in measurement 4.
+const RANDOM_READS: usize = 2_000;
+const RANDOM_READ: usize = 256 << 10;
+const MAX_MEMORY: &str = "1GiB";
+
+pub async fn run(t: &BenchTarget) -> anyhow::Result<()> {
+    let client = t.client().await?;
+    let mut table = Table::new("FastFile mode (chute mount) vs raw parallel GETs");
+    let mut notes = Vec::new();
+    let mut peaks = Vec::new();
+    for d in t.datasets() {
+        let objects = t.objects(&client, d).await?;
+        let base = baseline(t, &client, &objects).await?;
+        table.row(d.label(), "raw parallel GETs", base, base);
+        let expected: u64 = objects.iter().map(|o| o.size).sum();
+        let paths: Vec<String> = objects
+            .iter()
+            .map(|o| o.key[d.prefix(&t.prefix).len()..].to_owned())
+            .collect();
+        match d {
+            Dataset::Large => {
+                let m = MountChild::start(t, &t.uri(d))?;
+                let p = m.path().join(&paths[0]);
+                let r = tokio::task::spawn_blocking(move || read_files(&[p])).await??;
+                anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
+                peaks.push(("1 reader, 1 GiB", m.stop()?));
+                table.row(d.label(), "(1) chute mount, 1 reader", r, base);
+
+                let m = MountChild::start(t, &t.uri(d))?;
+                let p = m.path().join(&paths[0]);
+                let size = expected;
+                let r = tokio::task::spawn_blocking(move || random_reads(&p, size)).await??;
+                peaks.push(("random 256 KiB reads", m.stop()?));
+                table.row(d.label(), "(4) random 256 KiB reads", r, base);
+                let raw = raw_random(t, &client, &objects[0].key, size).await?;
+                notes.push(format!(
+                    "(4) random 256 KiB reads: {:.0} MB/s through the mount vs {:.0} MB/s for the same reads as raw ranged GETs one at a time ({:.2} ×)",
+                    r.mb_s(),
+                    raw.mb_s(),
+                    r.mb_s() / raw.mb_s().max(1e-9)
+                ));
+
+                let m = MountChild::start(t, &t.uri(d))?;
+                let p = m.path().join(&paths[0]);
+                let ttfb = tokio::task::spawn_blocking(move || first_byte(&p)).await??;
+                m.stop()?;
+                let raw = raw_first_byte(t, &client, &objects[0].key).await?;
+                notes.push(format!(
+                    "(5) time to first byte after open(), cold: {:.1} ms through the mount vs {:.1} ms for a raw GET ({:.2} ×)",
+                    ttfb.as_secs_f64() * 1e3,
+                    raw.as_secs_f64() * 1e3,
+                    ttfb.as_secs_f64() / raw.as_secs_f64().max(1e-9)
+                ));
+            }
+            Dataset::Medium => {
+                let m = MountChild::start(t, &t.uri(d))?;
+                let root = m.path().to_path_buf();
+                let paths = paths.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    let files: Vec<PathBuf> = paths.iter().map(|p| root.join(p)).collect();
+                    parallel_readers(&files, 8)
+                })
+                .await??;
+                anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
+                peaks.push(("8 readers, 40 × 25 MiB", m.stop()?));
+                table.row(d.label(), "(2) chute mount, 8 readers", r, base);
+            }
+            Dataset::Small => {
+                let m = MountChild::start(t, &t.uri(d))?;
+                let root = m.path().to_path_buf();
+                let files: Vec<PathBuf> = paths.iter().map(|p| root.join(p)).collect();
+                let r = tokio::task::spawn_blocking(move || read_files(&files)).await??;
+                anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
+                peaks.push(("1 reader, 2,000 × 256 KiB", m.stop()?));
+                table.row(d.label(), "(3) chute mount, 1 reader in order", r, base);
+                let dl = file_mode(t, &client, d, &objects).await?;
+                table.row(d.label(), "chute download (File mode)", dl, base);
+                notes.push(format!(
+                    "(3) one reader in listing order: {:.0} MB/s = {:.2} × chute's own File-mode download of the prefix ({:.0} MB/s)",
+                    r.mb_s(),
+                    r.mb_s() / dl.mb_s().max(1e-9),
+                    dl.mb_s()
+                ));
+            }
+        }
+    }
+    let listing = listing_bench(t, &client).await?;
+    table.print();
+    println!();
+    for n in notes {
+        println!("{n}");
+    }
+    println!("{listing}");
+    println!("\nPeak RSS of the chute mount process (--max-memory {MAX_MEMORY}):\n");
+    println!("| workload | peak RSS |");
+    println!("|---|---:|");
+    for (w, kb) in peaks {
+        println!("| {w} | {:.0} MiB |", kb as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// A `chute mount` child process for one measurement.
+struct MountChild {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    ready_in: Duration,
+}
+
+impl MountChild {
+    fn start(t: &BenchTarget, source: &str) -> anyhow::Result<MountChild> {
+        let dir = tempfile::tempdir().context("cannot create a mount point")?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("mount").arg(source).arg(dir.path());
+        cmd.args(["--max-memory", MAX_MEMORY, "--stats-interval", "0"]);
+        if let Some(e) = &t.endpoint_url {
+            cmd.args(["--endpoint-url", e]);
+        }
+        if let Some(r) = &t.region {
+            cmd.args(["--region", r]);
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start chute mount")?;
+        let out = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        let ready_in = started.elapsed();
+        let m = MountChild {
+            child: Some(child),
+            dir,
+            ready_in,
+        };
+        anyhow::ensure!(
+            line.starts_with("chute mount:"),
+            "chute mount failed: {line}"
+        );
+        Ok(m)
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Unmounts (SIGTERM); returns the process's peak RSS in KiB.
+    fn stop(mut self) -> anyhow::Result<u64> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(0);
+        };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        let st = child.wait()?;
+        anyhow::ensure!(st.success(), "chute mount exited with {st}");
+        Ok(hwm)
+    }
+}
+
+impl Drop for MountChild {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Reads the files one after the other, in order, with 1 MiB reads.
+fn read_files(files: &[PathBuf]) -> anyhow::Result<Measure> {
+    let t = Instant::now();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    for f in files {
+        let mut file = std::fs::File::open(f).with_context(|| format!("open {}", f.display()))?;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+        }
+    }
+    Ok(Measure {
+        bytes,
+        secs: t.elapsed().as_secs_f64(),
+    })
+}
+
+fn parallel_readers(files: &[PathBuf], readers: usize) -> anyhow::Result<Measure> {
+    let t = Instant::now();
+    let results: Vec<anyhow::Result<Measure>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..readers)
+            .map(|k| {
+                let mine: Vec<PathBuf> = files.iter().skip(k).step_by(readers).cloned().collect();
+                s.spawn(move || read_files(&mine))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("reader panicked")))
+            })
+            .collect()
+    });
+    let mut bytes = 0;
+    for r in results {
+        bytes += r?.bytes;
+    }
+    Ok(Measure {
+        bytes,
+        secs: t.elapsed().as_secs_f64(),
+    })
+}
+
+fn offsets(size: u64) -> Vec<u64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    (0..RANDOM_READS)
+        .map(|_| rng.gen_range(0..size - RANDOM_READ as u64))
+        .collect()
+}
+
+fn random_reads(path: &Path, size: u64) -> anyhow::Result<Measure> {
+    let f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; RANDOM_READ];
+    let t = Instant::now();
+    let mut bytes = 0;
+    for off in offsets(size) {
+        f.read_exact_at(&mut buf, off)?;
+        bytes += RANDOM_READ as u64;
+    }
+    Ok(Measure {
+        bytes,
+        secs: t.elapsed().as_secs_f64(),
+    })
+}
+
+async fn raw_random(
+    t: &BenchTarget,
+    client: &chute_s3::Client,
+    key: &str,
+    size: u64,
+) -> anyhow::Result<Measure> {
+    let start = Instant::now();
+    let mut bytes = 0;
+    for off in offsets(size) {
+        let resp = client
+            .store()
+            .get_range(&t.bucket, key, off..off + RANDOM_READ as u64, None)
+            .await?;
+        let mut body = resp.body;
+        while let Some(c) = body.next().await {
+            bytes += c?.len() as u64;
+        }
+    }
+    Ok(Measure {
+        bytes,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn first_byte(path: &Path) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let mut f = std::fs::File::open(path)?;
+    let mut b = [0u8; 4096];
+    let n = f.read(&mut b)?;
+    anyhow::ensure!(n > 0, "empty read");
+    Ok(t.elapsed())
+}
+
+async fn raw_first_byte(
+    t: &BenchTarget,
+    client: &chute_s3::Client,
+    key: &str,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let resp = client
+        .store()
+        .get_range(&t.bucket, key, 0..4096, None)
+        .await?;
+    let mut body = resp.body;
+    let _ = body.next().await;
+    Ok(start.elapsed())
+}
+
+async fn file_mode(
+    t: &BenchTarget,
+    client: &chute_s3::Client,
+    d: Dataset,
+    objects: &[chute_s3::ObjectMeta],
+) -> anyhow::Result<Measure> {
+    let infos = objects
+        .iter()
+        .map(|o| ObjectInfo {
+            bucket: t.bucket.clone(),
+            key: o.key.clone(),
+            size: o.size,
+            etag: o.etag.clone(),
+        })
+        .collect();
+    let plan = plan_from_listing(&d.prefix(&t.prefix), infos);
+    let dest = tempfile::tempdir()?;
+    let opts = DownloadOptions {
+        progress: false,
+        resume: false,
+        ..DownloadOptions::default()
+    };
+    let started = Instant::now();
+    download(client, &plan, &dest.path().join("dl"), &opts).await?;
+    Ok(Measure {
+        bytes: objects.iter().map(|o| o.size).sum(),
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Measurement 6 on `<prefix>listing/`, uploaded here the first time.
+async fn listing_bench(t: &BenchTarget, client: &chute_s3::Client) -> anyhow::Result<String> {
+    let prefix = format!("{}listing/", t.prefix);
+    let key = |i: usize| format!("{prefix}d{:03}/f{i:06}.bin", i / 1000);
+    let listed = client
+        .list(&t.bucket, &prefix, &ListOptions::default())
+        .await?;
+    if listed.len() != LISTING_OBJECTS {
+        let store = S3Store::new(&t.s3_config()).await?;
+        let started = Instant::now();
+        futures::stream::iter(0..LISTING_OBJECTS)
+            .map(|i| {
+                let store = &store;
+                let key = key(i);
+                async move {
+                    store
+                        .put_object(&t.bucket, &key, bytes::Bytes::from_static(b"x"))
+                        .await
+                        .with_context(|| format!("uploading {key}"))
+                }
+            })
+            .buffer_unordered(64)
+            .try_collect::<Vec<()>>()
+            .await?;
+        println!(
+            "listing: uploaded {LISTING_OBJECTS} objects in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let t0 = Instant::now();
+    let n = client
+        .list(&t.bucket, &prefix, &ListOptions::default())
+        .await?
+        .len();
+    let raw_list = t0.elapsed();
+    anyhow::ensure!(n == LISTING_OBJECTS, "listing has {n} objects");
+    let m = MountChild::start(t, &format!("s3://{}/{prefix}", t.bucket))?;
+    let ready = m.ready_in;
+    let root = m.path().to_path_buf();
+    let (find, find_n, ls) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let t = Instant::now();
+        let out = Command::new("find").arg(&root).output()?;
+        let find = t.elapsed();
+        let find_n = out.stdout.iter().filter(|&&b| b == b'\n').count();
+        let t = Instant::now();
+        let out = Command::new("ls").arg("-lR").arg(&root).output()?;
+        anyhow::ensure!(out.status.success(), "ls -lR failed");
+        Ok((find, find_n, t.elapsed()))
+    })
+    .await??;
+    m.stop()?;
+    anyhow::ensure!(find_n == LISTING_OBJECTS + 101, "find saw {find_n} entries");
+    Ok(format!(
+        "(6) {LISTING_OBJECTS}-object prefix: raw LIST {:.2} s; chute mount ready in {:.2} s (listing included); \
+         find {:.2} s; ls -lR {:.2} s",
+        raw_list.as_secs_f64(),
+        ready.as_secs_f64(),
+        find.as_secs_f64(),
+        ls.as_secs_f64()
+    ))
+}

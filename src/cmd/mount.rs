@@ -1,0 +1,434 @@
+//! `chute mount` and `chute unmount`: FastFile mode from the command line.
+//!
+//! The channel is resolved (listed, or its manifest read) *before* anything is
+//! mounted, so a bad source fails with exit 3 and leaves no mount behind.
+//!
+//! `--daemon` re-executes this binary in the foreground with a hidden
+//! `--daemon-child` flag, in its own process group, with its standard output
+//! as a pipe back to the parent: the child writes one `ready` line once the
+//! mount answers (or an `error` line), and the parent exits 0 on `ready` or
+//! with the child's exit code otherwise. Re-exec rather than fork because the
+//! tokio runtime's threads already exist and do not survive a fork. After
+//! start-up the child's logs go to `--log-file` (default: discarded).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chute_channel::{distribute, resolve};
+use chute_fastfile::{FastFileError, MountOptions};
+use clap::Args;
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::SourceArgs;
+use crate::exit::UsageError;
+use crate::options::{channel_source, distribution, source_options};
+
+const READY: &str = "chute-mount: ready";
+const ERROR_PREFIX: &str = "chute-mount: error: ";
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// SOURCE then MOUNTPOINT; give only MOUNTPOINT with --manifest / --augmented-manifest.
+    #[arg(value_name = "SOURCE MOUNTPOINT", num_args = 1..=2, required = true)]
+    pub paths: Vec<String>,
+    /// Stay attached until SIGINT/SIGTERM or `chute unmount` (the default).
+    #[arg(long, conflicts_with = "daemon")]
+    pub foreground: bool,
+    /// Return once the mount is ready, leaving it served by a background process.
+    #[arg(long)]
+    pub daemon: bool,
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+    /// With --daemon: append the background process's log here.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Owner of every file and directory (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file and directory (default: the mounting user's).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "0444")]
+    pub file_mode: String,
+    /// Permission bits of directories, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "0555")]
+    pub dir_mode: String,
+    /// Let users other than the mounting one use the mount.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Memory for read-ahead and cached blocks, e.g. 512MiB (default: 1/8 of RAM, at most 2GiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<String>,
+    /// Keep fetched blocks on disk here too (multi-epoch jobs larger than memory).
+    #[arg(long, value_name = "DIR", requires = "cache_size")]
+    pub cache_dir: Option<PathBuf>,
+    /// Size limit of the disk cache, e.g. 20GiB.
+    #[arg(long, value_name = "BYTES", requires = "cache_dir")]
+    pub cache_size: Option<String>,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Seconds between throughput lines at --log info (0: none).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub stats_interval: u64,
+    #[command(flatten)]
+    pub src: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    /// The mount point given to `chute mount`.
+    pub mountpoint: PathBuf,
+}
+
+pub async fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
+    if args.daemon {
+        return daemonize(&args).await;
+    }
+    let child = args.daemon_child;
+    let res = foreground(args, child).await;
+    if child {
+        if let Err(e) = &res {
+            // The parent shows this line; the log (if any) gets the full error.
+            announce(&format!("{ERROR_PREFIX}{}", crate::exit::render(e)));
+        }
+    }
+    res
+}
+
+pub async fn unmount(args: UnmountArgs) -> anyhow::Result<ExitCode> {
+    let mp = args.mountpoint.clone();
+    tokio::task::spawn_blocking(move || chute_fastfile::unmount_path(&mp))
+        .await
+        .context("unmount task failed")?
+        .map_err(fastfile_error)?;
+    eprintln!("chute unmount: unmounted {}", args.mountpoint.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Usage problems exit 2; the rest (no FUSE, no permission) exit 1.
+fn fastfile_error(e: FastFileError) -> anyhow::Error {
+    if e.is_usage() {
+        UsageError(e.to_string()).into()
+    } else {
+        e.into()
+    }
+}
+
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// SOURCE and MOUNTPOINT from the positional arguments.
+fn split_paths(args: &MountArgs) -> anyhow::Result<(Option<String>, PathBuf)> {
+    let manifest = args.src.manifest.is_some() || args.src.augmented_manifest.is_some();
+    match (args.paths.as_slice(), manifest) {
+        ([source, mp], _) => Ok((Some(source.clone()), PathBuf::from(mp))),
+        ([mp], true) => Ok((None, PathBuf::from(mp))),
+        ([_], false) => Err(UsageError(
+            "chute mount needs SOURCE and MOUNTPOINT (or --manifest URI and MOUNTPOINT)".into(),
+        )
+        .into()),
+        _ => Err(UsageError("chute mount takes SOURCE and MOUNTPOINT".into()).into()),
+    }
+}
+
+fn mount_options(args: &MountArgs) -> anyhow::Result<MountOptions> {
+    let mut o = MountOptions::default();
+    if let Some(uid) = args.uid {
+        o.uid = uid;
+    }
+    if let Some(gid) = args.gid {
+        o.gid = gid;
+    }
+    o.file_mode = parse_mode("--file-mode", &args.file_mode)?;
+    o.dir_mode = parse_mode("--dir-mode", &args.dir_mode)?;
+    o.allow_other = args.allow_other;
+    if let Some(m) = &args.max_memory {
+        o.max_memory = parse_size("--max-memory", m)?;
+    }
+    o.cache_dir = args.cache_dir.clone();
+    if let Some(s) = &args.cache_size {
+        o.cache_size = parse_size("--cache-size", s)?;
+    }
+    o.threads = args.threads;
+    o.stats_interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    Ok(o)
+}
+
+fn parse_mode(flag: &str, s: &str) -> anyhow::Result<u16> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u16::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(UsageError(format!(
+            "{flag} '{s}' is not an octal mode (for example 0444 or 755)"
+        ))
+        .into()),
+    }
+}
+
+/// Bytes from `1234`, `64k`, `512MiB`, `2GB`, `1.5G` (binary multiples: sizes of memory).
+pub fn parse_size(flag: &str, s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => 0,
+    };
+    match num.parse::<f64>() {
+        Ok(n) if mult > 0 && n.is_finite() && n >= 0.0 => Ok((n * mult as f64) as u64),
+        _ => Err(UsageError(format!(
+            "{flag} '{s}' is not a size (for example 256MiB, 2GiB or 1048576)"
+        ))
+        .into()),
+    }
+}
+
+async fn foreground(args: MountArgs, daemon_child: bool) -> anyhow::Result<ExitCode> {
+    let (source_arg, mp) = split_paths(&args)?;
+    let mopts = mount_options(&args)?;
+    // Cheap checks first: a missing mount point should not cost a listing.
+    match std::fs::metadata(&mp) {
+        Ok(m) if !m.is_dir() => {
+            return Err(fastfile_error(FastFileError::NotADirectory { path: mp }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fastfile_error(FastFileError::MissingMountPoint {
+                path: mp,
+            }))
+        }
+        _ => {}
+    }
+    // Handlers before the mount exists, so no signal can leave it behind.
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+
+    let source = channel_source(source_arg.as_deref(), &args.src)?;
+    let (dist, hosts) = distribution(&args.src)?;
+    let sopts = source_options(&args.src);
+    let started = Instant::now();
+    let channel = resolve(&source, &sopts).await?;
+    for s in &channel.plan.skipped {
+        tracing::warn!(key = %s.key, "skipped key: {}", s.reason);
+    }
+    let plan = distribute(channel.plan, dist, &hosts);
+    let (objects, bytes) = (plan.objects.len(), plan.total_bytes());
+    let client = channel.client;
+    let handle = tokio::runtime::Handle::current();
+    let mp2 = mp.clone();
+    let mount = tokio::task::spawn_blocking(move || {
+        chute_fastfile::mount(client, plan, &mp2, mopts, handle)
+    })
+    .await
+    .context("mount task failed")?
+    .map_err(fastfile_error)?;
+    let shown = mount.mountpoint().display().to_string();
+    if daemon_child {
+        announce(&format!(
+            "{READY} {objects} objects, {bytes} bytes at {shown} (pid {})",
+            std::process::id()
+        ));
+    } else {
+        announce(&format!(
+            "chute mount: {objects} objects, {bytes} bytes at {shown} (ready in {:.2}s)",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    let external = tokio::select! {
+        _ = term.recv() => false,
+        _ = int.recv() => false,
+        _ = mount.closed() => true,
+    };
+    if external {
+        tracing::info!(mountpoint = %shown, "unmounted from outside");
+    }
+    let summary = tokio::task::spawn_blocking(move || mount.unmount())
+        .await
+        .context("unmount task failed")?
+        .map_err(fastfile_error)?;
+    eprintln!("chute mount: unmounted {shown}; {summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the mount in a background process and waits until it is ready.
+async fn daemonize(args: &MountArgs) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find the chute executable to re-run")?;
+    let child_args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            if a == "--daemon" {
+                "--daemon-child".into()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let stderr = match &args.log_file {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| UsageError(format!("--log-file {}: {e}", path.display())))?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(child_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    // Its own process group: a Ctrl-C meant for the shell does not reach it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().context("cannot start the background mount")?;
+    let Some(out) = child.stdout.take() else {
+        anyhow::bail!("cannot read the background mount's status");
+    };
+    let status = tokio::task::spawn_blocking(move || -> anyhow::Result<Result<String, String>> {
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        let mut error = None;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            let l = line.trim_end();
+            if l.starts_with(READY) {
+                // Drain nothing more: the child keeps running with the pipe
+                // closed on our side; its later output goes to the log file.
+                return Ok(Ok(l.to_owned()));
+            }
+            if let Some(msg) = l.strip_prefix(ERROR_PREFIX) {
+                error = Some(msg.to_owned());
+            }
+        }
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        Ok(Err(error.unwrap_or_else(|| {
+            "the background mount exited before it was ready".into()
+        })))
+    })
+    .await
+    .context("status reader failed")??;
+    match status {
+        Ok(line) => {
+            println!("{}", line.replacen(READY, "chute mount:", 1));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(msg) => {
+            let code = tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .context("wait task failed")?
+                .context("cannot wait for the background mount")?
+                .code()
+                .unwrap_or(1);
+            eprintln!("chute: error: {msg}");
+            let code = u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1);
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+/// The demo's FastFile section: mount the sample channel, read every file
+/// through the mount, check each against its source, report MB/s, unmount.
+pub async fn demo_section(
+    root: &Path,
+    client: &chute_s3::Client,
+    plan: &chute_plan::Plan,
+) -> anyhow::Result<()> {
+    println!("\n-- FastFile: mount, read every file, verify --");
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_err()
+    {
+        println!("skipped: /dev/fuse is not available here (containers need --device /dev/fuse --cap-add SYS_ADMIN)");
+        return Ok(());
+    }
+    let plan = plan.clone();
+    let dir = tempfile::tempdir().context("cannot create a mount point")?;
+    let mp = dir.path().to_path_buf();
+    let handle = tokio::runtime::Handle::current();
+    let client = client.clone();
+    let plan2 = plan.clone();
+    let mp2 = mp.clone();
+    let t = Instant::now();
+    let mount = tokio::task::spawn_blocking(move || {
+        chute_fastfile::mount(client, plan2, &mp2, MountOptions::default(), handle)
+    })
+    .await??;
+    let mounted_in = t.elapsed();
+    let root = root.to_path_buf();
+    let checked = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, f64)> {
+        let t = Instant::now();
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        for o in &plan.objects {
+            let mut f = std::fs::File::open(mp.join(&o.path))
+                .with_context(|| format!("open {} through the mount", o.path))?;
+            let mut h = Sha256::new();
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                total += n as u64;
+            }
+            let want = Sha256::digest(std::fs::read(root.join(&o.bucket).join(&o.key))?);
+            anyhow::ensure!(h.finalize() == want, "{} differs from its source", o.path);
+        }
+        Ok((total, t.elapsed().as_secs_f64()))
+    })
+    .await?;
+    let summary = tokio::task::spawn_blocking(move || mount.unmount()).await??;
+    let (bytes, secs) = checked?;
+    println!(
+        "mounted in {:.0} ms; read {} files, {:.1} MB through the mount in {secs:.2}s = {:.0} MB/s; every SHA-256 matches",
+        mounted_in.as_secs_f64() * 1000.0,
+        summary.opens,
+        bytes as f64 / 1e6,
+        bytes as f64 / secs.max(1e-9) / 1e6
+    );
+    println!(
+        "{} GETs, {:.1} MB prefetched (read-ahead and next files in listing order), cache hit rate {:.0}%; unmounted",
+        summary.get_requests,
+        summary.bytes_prefetched as f64 / 1e6,
+        summary.hit_rate() * 100.0
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_modes_parse() {
+        assert_eq!(parse_size("x", "256MiB").expect("ok"), 256 << 20);
+        assert_eq!(parse_size("x", "2G").expect("ok"), 2 << 30);
+        assert_eq!(parse_size("x", "1024").expect("ok"), 1024);
+        assert_eq!(parse_size("x", "1.5k").expect("ok"), 1536);
+        assert!(parse_size("x", "lots").is_err());
+        assert!(parse_size("x", "12 parsecs").is_err());
+        assert_eq!(parse_mode("x", "0444").expect("ok"), 0o444);
+        assert_eq!(parse_mode("x", "755").expect("ok"), 0o755);
+        assert!(parse_mode("x", "999").is_err());
+    }
+}

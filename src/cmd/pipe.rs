@@ -1,0 +1,249 @@
+//! `chute pipe`: Pipe mode from the command line — the channel resolved as for
+//! every command, then streamed into `DIR/NAME_0`, `DIR/NAME_1`, ... until the
+//! epochs are done or SIGINT/SIGTERM; and the Pipe section of `chute demo`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chute_channel::{resolve, Channel};
+use chute_pipe::{
+    fifo_path, run_pipe, CancellationToken, PipeOptions, PipeSource, PipeSummary, RecordWrapper,
+};
+use chute_plan::{Distribution, Plan};
+use sha2::{Digest, Sha256};
+
+use crate::cli::{PipeArgs, RecordWrapperArg};
+use crate::exit::UsageError;
+use crate::options::{channel_source, distribution, source_options};
+
+pub async fn run(args: PipeArgs) -> anyhow::Result<ExitCode> {
+    let source = channel_source(args.source.as_deref(), &args.src)?;
+    let (dist, hosts) = distribution(&args.src)?;
+    let channel = resolve(&source, &source_options(&args.src)).await?;
+    for s in &channel.plan.skipped {
+        tracing::warn!(key = %s.key, "skipped key: {}", s.reason);
+    }
+    let shard = (dist == Distribution::ShardedByS3Key).then(|| hosts.shard());
+    let Channel {
+        client,
+        plan,
+        records,
+    } = channel;
+    let pipe_source = match records {
+        Some(records) => PipeSource::Augmented { records },
+        None => PipeSource::Objects(plan),
+    };
+    let mut opts = PipeOptions {
+        epochs: args.epochs,
+        record_wrapper: match args.record_wrapper {
+            RecordWrapperArg::None => RecordWrapper::None,
+            RecordWrapperArg::Recordio => RecordWrapper::RecordIo,
+        },
+        shuffle_seed: args.shuffle_seed,
+        gunzip: args.gunzip,
+        ..PipeOptions::default()
+    };
+    if let Some(m) = args.max_memory {
+        opts.max_memory = m;
+    }
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        tracing::info!("stopping: removing the FIFOs");
+        on_signal.cancel();
+    });
+    // Writes to a reader that has left must fail with EPIPE, not kill chute: Rust
+    // binaries start with SIGPIPE ignored, which the early-close path relies on.
+    let started = Instant::now();
+    let summary = run_pipe(
+        client,
+        pipe_source,
+        shard,
+        &args.dir,
+        &args.channel,
+        opts,
+        stop,
+    )
+    .await
+    .map_err(|e| -> anyhow::Error {
+        if e.is_usage() {
+            UsageError(e.to_string()).into()
+        } else {
+            e.into()
+        }
+    })?;
+    eprintln!("{}", summary_line(&summary, started.elapsed()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary_line(s: &PipeSummary, elapsed: Duration) -> String {
+    let bytes: u64 = s.epochs.iter().map(|e| e.bytes).sum();
+    let streaming: f64 = s.epochs.iter().map(|e| e.streaming.as_secs_f64()).sum();
+    let early = s.epochs.iter().filter(|e| !e.complete).count();
+    format!(
+        "chute pipe: {} epochs ({} ended early), {} records, {bytes} bytes in {:.2}s, {:.0} MB/s while a reader was reading{}",
+        s.epochs.len(),
+        early,
+        s.epochs.iter().map(|e| e.records_written).sum::<usize>(),
+        elapsed.as_secs_f64(),
+        bytes as f64 / streaming.max(1e-9) / 1e6,
+        if s.stopped { "; stopped" } else { "" }
+    )
+}
+
+/// `--max-memory`: bytes, with an optional K/M/G(i)(B) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let mult: u64 = match unit.trim_end_matches('b').trim_end_matches('i') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?}: use bytes or a K, M, G or T suffix (e.g. 512M)"
+            ))
+        }
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: use bytes or e.g. 512M, 2G"))?;
+    let bytes = value * mult as f64;
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The demo's Pipe section: two epochs of the whole sample channel through real
+/// FIFOs, each checked against the source files, with the rate a reader saw.
+pub async fn demo(root: &Path, client: &chute_s3::Client, plan: &Plan) -> anyhow::Result<()> {
+    println!("\n-- Pipe: two epochs through FIFOs, read like a training script --");
+    let mut want = Sha256::new();
+    for o in &plan.objects {
+        let path = root.join(&o.bucket).join(&o.key);
+        want.update(
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        );
+    }
+    let want = want.finalize();
+    let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let dir = tmp.path().to_path_buf();
+    let pipe = {
+        let (client, plan, dir) = (client.clone(), plan.clone(), dir.clone());
+        tokio::spawn(async move {
+            let opts = PipeOptions {
+                epochs: Some(2),
+                ..PipeOptions::default()
+            };
+            let source = PipeSource::Objects(plan);
+            run_pipe(
+                client,
+                source,
+                None,
+                &dir,
+                "train",
+                opts,
+                CancellationToken::new(),
+            )
+            .await
+        })
+    };
+    let reader_dir = dir.clone();
+    let reads = tokio::task::spawn_blocking(move || read_epochs(&reader_dir, "train", 2));
+    let reads = reads.await.context("the demo reader failed")??;
+    let summary = pipe.await.context("the pipe task failed")??;
+    for (epoch, (digest, bytes, secs, ttfb)) in reads.iter().enumerate() {
+        anyhow::ensure!(
+            digest[..] == want[..],
+            "epoch {epoch}: the bytes read from the FIFO differ from the dataset"
+        );
+        println!(
+            "  {}: {} objects, {bytes} bytes in {secs:.2}s = {:.0} MB/s, first byte {:.1} ms after open; SHA-256 matches",
+            fifo_path(Path::new("."), "train", epoch as u64)
+                .display()
+                .to_string()
+                .trim_start_matches("./"),
+            plan.objects.len(),
+            *bytes as f64 / secs.max(1e-9) / 1e6,
+            ttfb * 1000.0
+        );
+    }
+    anyhow::ensure!(
+        summary.epochs.len() == 2 && summary.epochs.iter().all(|e| e.complete),
+        "the pipe did not complete two epochs"
+    );
+    Ok(())
+}
+
+/// What a reader saw of one epoch: SHA-256, bytes, seconds from open to EOF,
+/// seconds to the first byte.
+type EpochRead = ([u8; 32], u64, f64, f64);
+
+/// Reads `NAME_0` .. `NAME_{n-1}` as a training script does: open, read to EOF,
+/// next.
+fn read_epochs(dir: &Path, channel: &str, epochs: u64) -> anyhow::Result<Vec<EpochRead>> {
+    let mut out = Vec::new();
+    for epoch in 0..epochs {
+        let path: PathBuf = fifo_path(dir, channel, epoch);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let t = Instant::now();
+        let mut f = std::fs::File::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        let mut ttfb = None;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            ttfb.get_or_insert_with(|| t.elapsed().as_secs_f64());
+            bytes += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        out.push((
+            hasher.finalize().into(),
+            bytes,
+            t.elapsed().as_secs_f64(),
+            ttfb.unwrap_or(0.0),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5K"), Ok(1536));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}

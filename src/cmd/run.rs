@@ -1,0 +1,46 @@
+//! `chute run`: the container entrypoint. All the work is in `chute-run`; this maps
+//! the command line onto it and its outcome onto an exit code (the command's own,
+//! or the contract's 2/3 when the job could not start).
+
+use std::process::ExitCode;
+
+use chute_channel::SourceOptions;
+use chute_run::RunOptions;
+use chute_s3::S3Config;
+
+use crate::cli::RunArgs;
+
+mod demo;
+pub use demo::demo_section;
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let opts = RunOptions {
+        input_config: args.input_config,
+        channel_flags: args.channels,
+        input_mode: args.input_mode,
+        input_dir: args.input_dir,
+        resource_config: args.resource_config,
+        shard_flags: args.shard_index.zip(args.shard_count),
+        source: SourceOptions {
+            s3: S3Config {
+                endpoint_url: args.endpoint_url,
+                region: args.region,
+                force_path_style: args.force_path_style,
+                ..S3Config::default()
+            },
+            ..SourceOptions::default()
+        },
+        command: args.command,
+    };
+    match chute_run::run(opts).await {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!(
+                "chute: error: {}",
+                crate::exit::render(&anyhow::Error::new(e))
+            );
+            Ok(ExitCode::from(code))
+        }
+    }
+}
