@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chute_channel::{resolve, ChannelSource, SourceOptions};
+use chute_download::human_bytes;
 use chute_plan::{Plan, Shard, SourceUri};
 use chute_s3::S3Config;
 use chute_serve::{ServeConfig, Server};
@@ -203,19 +204,4 @@ fn generate(root: &Path, objects: usize) -> anyhow::Result<(usize, u64)> {
         write("labels/çà-ünïcode #1.json", 1024, &mut rng)?;
     }
     Ok((count, bytes))
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

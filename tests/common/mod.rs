@@ -7,8 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use sha2::{Digest, Sha256};
-
 pub const ACCESS_KEY: &str = "e2e-access-key";
 pub const SECRET_KEY: &str = "e2e-secret-key-do-not-print";
 pub const BUCKET: &str = "data";
@@ -148,23 +146,9 @@ pub fn write_file(path: &Path, data: &[u8]) {
     std::fs::write(path, data).expect("write");
 }
 
-/// Deterministic, non-repeating test bytes.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+// Not every test file uses both.
+#[allow(unused_imports)]
+pub use chute_testkit::data::{pattern, sha256};
 
 /// A port nothing listens on.
 pub fn dead_port() -> u16 {

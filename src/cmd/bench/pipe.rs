@@ -4,12 +4,10 @@
 //! byte, cold (the reader opens the moment the FIFO appears) and warm (the next
 //! epoch, read-ahead already running).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use chute_pipe::{fifo_path, run_pipe, CancellationToken, PipeOptions, PipeSource};
+use chute_pipe::{run_pipe, CancellationToken, PipeOptions, PipeSource};
 use chute_plan::{plan_from_listing, ObjectInfo};
 
 use super::{baseline, BenchTarget, Measure, Table};
@@ -148,9 +146,20 @@ async fn pipe_epochs(
             .await
         })
     };
-    let read = tokio::task::spawn_blocking(move || drain(&dir, epochs))
-        .await
-        .context("the bench reader failed")??;
+    let read = tokio::task::spawn_blocking(move || {
+        crate::cmd::pipe::read_epochs(&dir, CHANNEL, epochs, false, Duration::from_secs(120))
+    })
+    .await
+    .context("the bench reader failed")??
+    .into_iter()
+    .map(|r| Epoch {
+        measure: Measure {
+            bytes: r.bytes,
+            secs: r.secs,
+        },
+        first_byte: Duration::from_secs_f64(r.first_byte_secs),
+    })
+    .collect();
     pipe.await.context("the pipe task failed")??;
     Ok(read)
 }
@@ -164,43 +173,4 @@ fn check(epochs: &[Epoch], expected: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Reads `epochs` FIFOs to EOF, each opened as soon as it exists.
-fn drain(dir: &Path, epochs: u64) -> anyhow::Result<Vec<Epoch>> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for epoch in 0..epochs {
-        let path: PathBuf = fifo_path(dir, CHANNEL, epoch);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !path.exists() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{} never appeared",
-                path.display()
-            );
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let t = Instant::now();
-        let mut f = std::fs::File::open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let mut bytes = 0u64;
-        let mut first = None;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            first.get_or_insert_with(|| t.elapsed());
-            bytes += n as u64;
-        }
-        out.push(Epoch {
-            measure: Measure {
-                bytes,
-                secs: t.elapsed().as_secs_f64(),
-            },
-            first_byte: first.unwrap_or_default(),
-        });
-    }
-    Ok(out)
 }

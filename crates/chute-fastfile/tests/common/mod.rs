@@ -12,7 +12,6 @@ use chute_fastfile::{Mount, MountOptions};
 use chute_plan::{plan_from_listing, ObjectInfo, Plan};
 use chute_s3::{Client, RetryPolicy, S3Config, S3Store};
 use chute_serve::{ServeConfig, Server};
-use sha2::{Digest, Sha256};
 
 pub const BUCKET: &str = "bkt";
 pub const PREFIX: &str = "data/";
@@ -184,20 +183,6 @@ pub fn fast_policy() -> RetryPolicy {
     }
 }
 
-/// Deterministic, non-repeating test bytes.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+// Not every test file uses both.
+#[allow(unused_imports)]
+pub use chute_testkit::data::{pattern, sha256};

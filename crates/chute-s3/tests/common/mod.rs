@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chute_s3::{Client, RetryPolicy, S3Config, S3Store};
 use chute_serve::{ServeConfig, Server};
-use sha2::{Digest, Sha256};
 
 pub const BUCKET: &str = "bkt";
 pub const ACCESS_KEY: &str = "chute-test-key";
@@ -84,24 +83,9 @@ pub async fn client_with_secret(endpoint: &str, secret: &str, policy: RetryPolic
     Client::new(Arc::new(store), policy)
 }
 
-/// Deterministic, non-repeating test bytes (so an offset error shows as a
-/// mismatch, which a repeating pattern could hide).
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+// Not every test file uses both.
+#[allow(unused_imports)]
+pub use chute_testkit::data::{pattern, sha256};
 
 pub async fn read_all(
     client: &Client,
