@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chute_download::{download, DownloadOptions};
-use chute_plan::{plan_from_listing, ObjectInfo};
 use chute_s3::{ListOptions, S3Store};
 use futures::{StreamExt, TryStreamExt};
 use rand::{Rng, SeedableRng};
@@ -335,16 +334,7 @@ async fn file_mode(
     d: Dataset,
     objects: &[chute_s3::ObjectMeta],
 ) -> anyhow::Result<Measure> {
-    let infos = objects
-        .iter()
-        .map(|o| ObjectInfo {
-            bucket: t.bucket.clone(),
-            key: o.key.clone(),
-            size: o.size,
-            etag: o.etag.clone(),
-        })
-        .collect();
-    let plan = plan_from_listing(&d.prefix(&t.prefix), infos);
+    let plan = t.plan(d, objects);
     let dest = tempfile::tempdir()?;
     let opts = DownloadOptions {
         progress: false,

@@ -115,6 +115,21 @@ impl BenchTarget {
         }
     }
 
+    /// The channel plan of a dataset's (already listed and checked) objects, as
+    /// a mode would get it from listing the dataset's prefix.
+    pub fn plan(&self, d: Dataset, objects: &[ObjectMeta]) -> chute_plan::Plan {
+        let infos = objects
+            .iter()
+            .map(|o| chute_plan::ObjectInfo {
+                bucket: self.bucket.clone(),
+                key: o.key.clone(),
+                size: o.size,
+                etag: o.etag.clone(),
+            })
+            .collect();
+        chute_plan::plan_from_listing(&d.prefix(&self.prefix), infos)
+    }
+
     /// `s3://bucket/prefix/` of a dataset.
     pub fn uri(&self, d: Dataset) -> String {
         format!("s3://{}/{}", self.bucket, d.prefix(&self.prefix))

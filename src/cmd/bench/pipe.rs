@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chute_pipe::{run_pipe, CancellationToken, PipeOptions, PipeSource};
-use chute_plan::{plan_from_listing, ObjectInfo};
 
 use super::{baseline, BenchTarget, Measure, Table};
 
@@ -69,16 +68,7 @@ pub async fn run(args: &PipeBench) -> anyhow::Result<()> {
         let base = baseline(t, &client, &objects).await?;
         table.row(d.label(), "raw parallel GETs", base, base);
 
-        let infos = objects
-            .iter()
-            .map(|o| ObjectInfo {
-                bucket: t.bucket.clone(),
-                key: o.key.clone(),
-                size: o.size,
-                etag: o.etag.clone(),
-            })
-            .collect();
-        let plan = plan_from_listing(&d.prefix(&t.prefix), infos);
+        let plan = t.plan(d, &objects);
         let expected: u64 = objects.iter().map(|o| o.size).sum();
 
         // One epoch on its own: the pipe against the raw GETs, like for like.
