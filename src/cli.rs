@@ -242,9 +242,16 @@ pub struct PipeArgs {
     /// Objects are gzip (CompressionType Gzip): stream them decompressed.
     #[arg(long)]
     pub gunzip: bool,
-    /// Read-ahead budget, e.g. 512M (default: 1/8 of memory, 64 MiB to 1 GiB).
+    /// Read-ahead budget, e.g. 512M (default: 1/8 of memory, 64 MiB to 256 MiB).
     #[arg(long, value_name = "BYTES", value_parser = crate::cmd::pipe::parse_size)]
     pub max_memory: Option<u64>,
+    /// GET requests in flight (default 64).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Objects larger than this are fetched as parallel ranged parts of this
+    /// size, in MiB (default 8).
+    #[arg(long, value_name = "MIB")]
+    pub part_size_mib: Option<u64>,
 }
 
 /// `RecordWrapperType`.

@@ -49,6 +49,12 @@ pub async fn run(args: PipeArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = args.max_memory {
         opts.max_memory = m;
     }
+    if let Some(n) = args.concurrency {
+        opts.concurrency = n;
+    }
+    if let Some(m) = args.part_size_mib {
+        opts.part_size = m << 20;
+    }
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {

@@ -9,8 +9,9 @@
 //! made by evicting ready blocks; a reader's own fetch is always admitted (it
 //! is bounded by the kernel's requests in flight), so a full cache slows
 //! read-ahead down but never blocks a reader. Blocks a sequential reader has
-//! consumed are demoted to the cold end of the LRU: the kernel's page cache
-//! has them now, and the budget is better spent ahead of the reader.
+//! consumed are dropped at once: the kernel's page cache has them now, the
+//! budget is better spent ahead of the reader, and their buffers are reused
+//! while still hot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -349,9 +350,19 @@ impl BlockCache {
         }
     }
 
-    /// The block has been consumed by a sequential reader: evict it first.
-    pub fn demote(&self, key: BlockKey) {
-        self.lock().ready.demote(&key);
+    /// The block has been consumed by a sequential reader: drop it now. The
+    /// kernel's page cache holds those bytes (the mount keeps it across opens),
+    /// and a buffer recycled at once is one the allocator need not fault in
+    /// afresh: left in the LRU until the budget pushes it out, every block of a
+    /// large file would be new memory.
+    pub fn release(&self, key: BlockKey) {
+        let mut g = self.lock();
+        if let Some(e) = g.ready.pop(&key) {
+            g.ready_bytes -= e.data.len() as u64;
+            if e.unread {
+                g.unread_bytes -= e.data.len() as u64;
+            }
+        }
     }
 
     /// Drops every ready block of an object (it changed under the mount).

@@ -287,7 +287,7 @@ impl FastFs {
         if end == o.size {
             self.cross_file(object as usize);
         }
-        let demote = if sequential {
+        let consumed = if sequential {
             // Blocks this read finished: the page cache has them now.
             let last_full = if end % BLOCK == 0 || end == o.size {
                 Some(b1)
@@ -308,7 +308,7 @@ impl FastFs {
                 })
                 .collect();
             let res = assemble(&shared.scratch, &blocks, b0, off, end);
-            finish(shared, object, demote, &res);
+            finish(shared, object, consumed, &res);
             return ReadOutcome::Now(res);
         }
         let shared = shared.clone();
@@ -341,7 +341,7 @@ impl FastFs {
                 }
             }
             let res = assemble(&shared.scratch, &blocks, b0, off, end);
-            finish(&shared, object, demote, &res);
+            finish(&shared, object, consumed, &res);
             res
         }))
     }
@@ -406,14 +406,14 @@ pub(crate) struct StatFs {
 fn finish(
     shared: &Shared,
     object: u32,
-    demote: Option<std::ops::Range<u64>>,
+    consumed: Option<std::ops::Range<u64>>,
     res: &Result<Bytes, Errno>,
 ) {
     if let Ok(d) = res {
         FsStats::add(&shared.stats.bytes_served, d.len() as u64);
-        if let Some(r) = demote {
+        if let Some(r) = consumed {
             for b in r {
-                shared.cache.demote(key(object, b));
+                shared.cache.release(key(object, b));
             }
         }
     }

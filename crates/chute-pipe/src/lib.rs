@@ -97,10 +97,18 @@ impl Default for PipeOptions {
 }
 
 /// The read-ahead budget for this machine: an eighth of its memory, between
-/// 64 MiB and 1 GiB (several channels may share a machine with training).
+/// 64 MiB and 256 MiB (several channels may share a machine with training).
+///
+/// More does not make a reader faster: 64 GETs of 8 MiB already keep the
+/// network busy, and bytes fetched further ahead only sit in memory that is
+/// new to the process (faulted in and zeroed by the kernel) and cold in the
+/// CPU caches by the time they are written. Measured against Garage on
+/// loopback, a 1 GiB budget drained a 1 GiB object at 0.69-0.84 x raw GETs
+/// and 128-256 MiB at 0.83-0.88 x; 256 MiB still covers a quarter second of
+/// a reader pausing at 1 GB/s.
 pub fn default_max_memory() -> u64 {
     const MIN: u64 = 64 << 20;
-    const MAX: u64 = 1 << 30;
+    const MAX: u64 = 256 << 20;
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {

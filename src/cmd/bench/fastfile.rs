@@ -25,7 +25,7 @@ use chute_s3::{ListOptions, S3Store};
 use futures::{StreamExt, TryStreamExt};
 use rand::{Rng, SeedableRng};
 
-use super::{baseline, BenchTarget, Dataset, Measure, Table};
+use super::{baseline, median_duration, BenchTarget, Dataset, Measure, Series, Table};
 
 /// Objects in the listing dataset (measurement 6).
 const LISTING_OBJECTS: usize = 100_000;
@@ -41,78 +41,124 @@ pub async fn run(t: &BenchTarget) -> anyhow::Result<()> {
     let mut peaks = Vec::new();
     for d in t.datasets() {
         let objects = t.objects(&client, d).await?;
-        let base = baseline(t, &client, &objects).await?;
-        table.row(d.label(), "raw parallel GETs", base, base);
         let expected: u64 = objects.iter().map(|o| o.size).sum();
         let paths: Vec<String> = objects
             .iter()
             .map(|o| o.key[d.prefix(&t.prefix).len()..].to_owned())
             .collect();
-        match d {
-            Dataset::Large => {
-                let m = MountChild::start(t, &t.uri(d))?;
-                let p = m.path().join(&paths[0]);
-                let r = tokio::task::spawn_blocking(move || read_files(&[p])).await??;
-                anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
-                peaks.push(("1 reader, 1 GiB", m.stop()?));
-                table.row(d.label(), "(1) chute mount, 1 reader", r, base);
+        let mut base = Series::default();
+        // (row label, series) in table order.
+        let mut rows: Vec<(&str, Series)> = Vec::new();
+        let series = |rows: &mut Vec<(&'static str, Series)>, label: &'static str, m: Measure| {
+            let i = match rows.iter().position(|(l, _)| *l == label) {
+                Some(i) => i,
+                None => {
+                    rows.push((label, Series::default()));
+                    rows.len() - 1
+                }
+            };
+            rows[i].1.push(d, label, m);
+        };
+        let (mut raw_randoms, mut ttfbs, mut raw_ttfbs) =
+            (Series::default(), Vec::new(), Vec::new());
+        for _ in 0..t.runs() {
+            base.push(
+                d,
+                "raw parallel GETs",
+                baseline(t, &client, &objects).await?,
+            );
+            match d {
+                Dataset::Large => {
+                    let m = MountChild::start(t, &t.uri(d))?;
+                    let p = m.path().join(&paths[0]);
+                    let r = tokio::task::spawn_blocking(move || read_files(&[p])).await??;
+                    anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
+                    peak(&mut peaks, "1 reader, 1 GiB", m.stop()?);
+                    series(&mut rows, "(1) chute mount, 1 reader", r);
 
-                let m = MountChild::start(t, &t.uri(d))?;
-                let p = m.path().join(&paths[0]);
-                let size = expected;
-                let r = tokio::task::spawn_blocking(move || random_reads(&p, size)).await??;
-                peaks.push(("random 256 KiB reads", m.stop()?));
-                table.row(d.label(), "(4) random 256 KiB reads", r, base);
-                let raw = raw_random(t, &client, &objects[0].key, size).await?;
-                notes.push(format!(
-                    "(4) random 256 KiB reads: {:.0} MB/s through the mount vs {:.0} MB/s for the same reads as raw ranged GETs one at a time ({:.2} ×)",
-                    r.mb_s(),
-                    raw.mb_s(),
-                    r.mb_s() / raw.mb_s().max(1e-9)
-                ));
+                    let m = MountChild::start(t, &t.uri(d))?;
+                    let p = m.path().join(&paths[0]);
+                    let size = expected;
+                    let r = tokio::task::spawn_blocking(move || random_reads(&p, size)).await??;
+                    peak(&mut peaks, "random 256 KiB reads", m.stop()?);
+                    series(&mut rows, "(4) random 256 KiB reads", r);
+                    // The same reads as raw GETs take half a minute: once is enough.
+                    if raw_randoms.runs() == 0 {
+                        raw_randoms.push(
+                            d,
+                            "(4) as raw GETs one at a time",
+                            raw_random(t, &client, &objects[0].key, size).await?,
+                        );
+                    }
 
-                let m = MountChild::start(t, &t.uri(d))?;
-                let p = m.path().join(&paths[0]);
-                let ttfb = tokio::task::spawn_blocking(move || first_byte(&p)).await??;
-                m.stop()?;
-                let raw = raw_first_byte(t, &client, &objects[0].key).await?;
-                notes.push(format!(
-                    "(5) time to first byte after open(), cold: {:.1} ms through the mount vs {:.1} ms for a raw GET ({:.2} ×)",
-                    ttfb.as_secs_f64() * 1e3,
-                    raw.as_secs_f64() * 1e3,
-                    ttfb.as_secs_f64() / raw.as_secs_f64().max(1e-9)
-                ));
-            }
-            Dataset::Medium => {
-                let m = MountChild::start(t, &t.uri(d))?;
-                let root = m.path().to_path_buf();
-                let paths = paths.clone();
-                let r = tokio::task::spawn_blocking(move || {
+                    let m = MountChild::start(t, &t.uri(d))?;
+                    let p = m.path().join(&paths[0]);
+                    ttfbs.push(tokio::task::spawn_blocking(move || first_byte(&p)).await??);
+                    m.stop()?;
+                    raw_ttfbs.push(raw_first_byte(t, &client, &objects[0].key).await?);
+                }
+                Dataset::Medium => {
+                    let m = MountChild::start(t, &t.uri(d))?;
+                    let root = m.path().to_path_buf();
+                    let paths = paths.clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        let files: Vec<PathBuf> = paths.iter().map(|p| root.join(p)).collect();
+                        parallel_readers(&files, 8)
+                    })
+                    .await??;
+                    anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
+                    peak(&mut peaks, "8 readers, 40 × 25 MiB", m.stop()?);
+                    series(&mut rows, "(2) chute mount, 8 readers", r);
+                }
+                Dataset::Small => {
+                    let m = MountChild::start(t, &t.uri(d))?;
+                    let root = m.path().to_path_buf();
                     let files: Vec<PathBuf> = paths.iter().map(|p| root.join(p)).collect();
-                    parallel_readers(&files, 8)
-                })
-                .await??;
-                anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
-                peaks.push(("8 readers, 40 × 25 MiB", m.stop()?));
-                table.row(d.label(), "(2) chute mount, 8 readers", r, base);
+                    let r = tokio::task::spawn_blocking(move || read_files(&files)).await??;
+                    anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
+                    peak(&mut peaks, "1 reader, 2,000 × 256 KiB", m.stop()?);
+                    series(&mut rows, "(3) chute mount, 1 reader in order", r);
+                    let dl = file_mode(t, &client, d, &objects).await?;
+                    series(&mut rows, "chute download (File mode)", dl);
+                }
             }
-            Dataset::Small => {
-                let m = MountChild::start(t, &t.uri(d))?;
-                let root = m.path().to_path_buf();
-                let files: Vec<PathBuf> = paths.iter().map(|p| root.join(p)).collect();
-                let r = tokio::task::spawn_blocking(move || read_files(&files)).await??;
-                anyhow::ensure!(r.bytes == expected, "read {} of {expected} bytes", r.bytes);
-                peaks.push(("1 reader, 2,000 × 256 KiB", m.stop()?));
-                table.row(d.label(), "(3) chute mount, 1 reader in order", r, base);
-                let dl = file_mode(t, &client, d, &objects).await?;
-                table.row(d.label(), "chute download (File mode)", dl, base);
-                notes.push(format!(
-                    "(3) one reader in listing order: {:.0} MB/s = {:.2} × chute's own File-mode download of the prefix ({:.0} MB/s)",
-                    r.mb_s(),
-                    r.mb_s() / dl.mb_s().max(1e-9),
-                    dl.mb_s()
-                ));
-            }
+        }
+        table.row(d.label(), "raw parallel GETs", &base, &base);
+        for (label, s) in &rows {
+            table.row(d.label(), label, s, &base);
+        }
+        let find = |label: &str| {
+            rows.iter()
+                .find(|(l, _)| *l == label)
+                .map(|(_, s)| s.clone())
+        };
+        if let Some(r) = find("(4) random 256 KiB reads") {
+            notes.push(format!(
+                "(4) random 256 KiB reads: {:.0} MB/s through the mount vs {:.0} MB/s for the same reads as raw ranged GETs one at a time ({:.2} ×)",
+                r.median(),
+                raw_randoms.median(),
+                r.ratio(&raw_randoms)
+            ));
+        }
+        if !ttfbs.is_empty() {
+            let (ttfb, raw) = (median_duration(&mut ttfbs), median_duration(&mut raw_ttfbs));
+            notes.push(format!(
+                "(5) time to first byte after open(), cold: {:.1} ms through the mount vs {:.1} ms for a raw GET ({:.2} ×)",
+                ttfb.as_secs_f64() * 1e3,
+                raw.as_secs_f64() * 1e3,
+                ttfb.as_secs_f64() / raw.as_secs_f64().max(1e-9)
+            ));
+        }
+        if let (Some(r), Some(dl)) = (
+            find("(3) chute mount, 1 reader in order"),
+            find("chute download (File mode)"),
+        ) {
+            notes.push(format!(
+                "(3) one reader in listing order: {:.0} MB/s = {:.2} × chute's own File-mode download of the prefix ({:.0} MB/s)",
+                r.median(),
+                r.ratio(&dl),
+                dl.median()
+            ));
         }
     }
     let listing = listing_bench(t, &client).await?;
@@ -122,7 +168,9 @@ pub async fn run(t: &BenchTarget) -> anyhow::Result<()> {
         println!("{n}");
     }
     println!("{listing}");
-    println!("\nPeak RSS of the chute mount process (--max-memory {MAX_MEMORY}):\n");
+    println!(
+        "\nPeak RSS of the chute mount process, highest of the runs (--max-memory {MAX_MEMORY}):\n"
+    );
     println!("| workload | peak RSS |");
     println!("|---|---:|");
     for (w, kb) in peaks {
@@ -409,4 +457,12 @@ async fn listing_bench(t: &BenchTarget, client: &chute_s3::Client) -> anyhow::Re
         find.as_secs_f64(),
         ls.as_secs_f64()
     ))
+}
+
+/// Keeps the highest peak RSS seen for a workload.
+fn peak(peaks: &mut Vec<(&'static str, u64)>, workload: &'static str, kib: u64) {
+    match peaks.iter_mut().find(|(w, _)| *w == workload) {
+        Some((_, p)) => *p = (*p).max(kib),
+        None => peaks.push((workload, kib)),
+    }
 }

@@ -96,9 +96,19 @@ pub struct BenchTarget {
     /// Part size of the raw baseline's ranged GETs, in MiB.
     #[arg(long, default_value_t = 8)]
     pub baseline_part_mib: u64,
+    /// Times each measurement is repeated, alternating with the baseline; the
+    /// tables report medians (a loopback server on a small machine varies by
+    /// ±20% from one run to the next).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub runs: usize,
 }
 
 impl BenchTarget {
+    /// Runs per measurement (at least one).
+    pub fn runs(&self) -> usize {
+        self.runs.max(1)
+    }
+
     pub fn datasets(&self) -> Vec<Dataset> {
         if self.datasets.is_empty() {
             Dataset::ALL.to_vec()
@@ -189,8 +199,11 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             let mut table = Table::new("raw parallel GETs");
             for d in t.datasets() {
                 let objects = t.objects(&client, d).await?;
-                let m = baseline(&t, &client, &objects).await?;
-                table.row(d.label(), "baseline", m, m);
+                let mut m = Series::default();
+                for _ in 0..t.runs() {
+                    m.push(d, "baseline", baseline(&t, &client, &objects).await?);
+                }
+                table.row(d.label(), "baseline", &m, &m);
             }
             table.print();
         }
@@ -302,10 +315,75 @@ pub async fn baseline(
     })
 }
 
-/// A result table: one row per (dataset, tool), with the ratio to the baseline.
+/// One measurement repeated: each run is printed as it ends, the median is
+/// what the tables report, with the spread beside it.
+#[derive(Debug, Clone, Default)]
+pub struct Series(Vec<Measure>);
+
+impl Series {
+    pub fn push(&mut self, d: Dataset, what: &str, m: Measure) {
+        println!(
+            "  {:<16} {what:<34} run {}: {:>6.0} MB/s ({:.2} s)",
+            d.label(),
+            self.0.len() + 1,
+            m.mb_s(),
+            m.secs
+        );
+        self.0.push(m);
+    }
+
+    fn rates(&self) -> Vec<f64> {
+        let mut r: Vec<f64> = self.0.iter().map(Measure::mb_s).collect();
+        r.sort_by(f64::total_cmp);
+        r
+    }
+
+    /// Median MB/s (the mean of the middle two for an even count).
+    pub fn median(&self) -> f64 {
+        let r = self.rates();
+        match r.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => r[n / 2],
+            n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+        }
+    }
+
+    /// Median seconds of one run.
+    pub fn median_secs(&self) -> f64 {
+        let mut s: Vec<f64> = self.0.iter().map(|m| m.secs).collect();
+        s.sort_by(f64::total_cmp);
+        s.get(s.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    pub fn spread(&self) -> (f64, f64) {
+        let r = self.rates();
+        (
+            r.first().copied().unwrap_or(0.0),
+            r.last().copied().unwrap_or(0.0),
+        )
+    }
+
+    /// Median of this series over the median of another.
+    pub fn ratio(&self, other: &Series) -> f64 {
+        self.median() / other.median().max(1e-9)
+    }
+
+    pub fn runs(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The median of some durations (the upper middle one for an even count).
+pub fn median_duration(v: &mut [std::time::Duration]) -> std::time::Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// A result table: one row per (dataset, tool), medians over the runs, with
+/// the ratio to the baseline's median.
 pub struct Table {
     title: String,
-    rows: Vec<(String, String, Measure, Measure)>,
+    rows: Vec<(String, String, Series, Series)>,
 }
 
 impl Table {
@@ -316,27 +394,30 @@ impl Table {
         }
     }
 
-    pub fn row(&mut self, dataset: &str, tool: &str, m: Measure, baseline: Measure) {
-        println!(
-            "  {dataset:<16} {tool:<24} {:>8.0} MB/s  ({:.2} × baseline)",
-            m.mb_s(),
-            m.mb_s() / baseline.mb_s().max(1e-9)
-        );
-        self.rows
-            .push((dataset.to_owned(), tool.to_owned(), m, baseline));
+    pub fn row(&mut self, dataset: &str, tool: &str, m: &Series, baseline: &Series) {
+        self.rows.push((
+            dataset.to_owned(),
+            tool.to_owned(),
+            m.clone(),
+            baseline.clone(),
+        ));
     }
 
     /// Markdown, ready for the README.
     pub fn print(&self) {
         println!("\n{}\n", self.title);
-        println!("| dataset | tool | MB/s | seconds | × baseline |");
-        println!("|---|---|---:|---:|---:|");
+        println!(
+            "| dataset | tool | MB/s (median) | min–max | runs | seconds (median) | × baseline |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|");
         for (d, tool, m, b) in &self.rows {
+            let (lo, hi) = m.spread();
             println!(
-                "| {d} | {tool} | {:.0} | {:.2} | {:.2} |",
-                m.mb_s(),
-                m.secs,
-                m.mb_s() / b.mb_s().max(1e-9)
+                "| {d} | {tool} | {:.0} | {lo:.0}–{hi:.0} | {} | {:.2} | {:.2} |",
+                m.median(),
+                m.runs(),
+                m.median_secs(),
+                m.ratio(b)
             );
         }
     }

@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chute_pipe::{run_pipe, CancellationToken, PipeOptions, PipeSource};
+use std::process::Stdio;
 
-use super::{baseline, BenchTarget, Measure, Table};
+use chute_pipe::PipeOptions;
+
+use super::{baseline, median_duration, BenchTarget, Dataset, Measure, Series, Table};
 
 const CHANNEL: &str = "bench";
 
@@ -36,63 +38,84 @@ pub struct PipeBench {
 }
 
 impl PipeBench {
-    fn options(&self) -> PipeOptions {
-        let mut o = PipeOptions::default();
+    /// The knobs as `chute pipe` flags.
+    fn flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
         if let Some(n) = self.concurrency {
-            o.concurrency = n;
+            f.extend(["--concurrency".into(), n.to_string()]);
         }
         if let Some(m) = self.part_mib {
-            o.part_size = m << 20;
+            f.extend(["--part-size-mib".into(), m.to_string()]);
         }
         if let Some(m) = self.max_memory_mib {
-            o.max_memory = m << 20;
+            f.extend(["--max-memory".into(), format!("{m}MiB")]);
         }
-        o
+        if let Some(e) = &self.target.endpoint_url {
+            f.extend(["--endpoint-url".into(), e.clone()]);
+        }
+        if let Some(r) = &self.target.region {
+            f.extend(["--region".into(), r.clone()]);
+        }
+        f
     }
 }
 
 pub async fn run(args: &PipeBench) -> anyhow::Result<()> {
     let t = &args.target;
     let client = t.client().await?;
-    let o = args.options();
+    let d = PipeOptions::default();
     println!(
         "chute pipe: {} GETs in flight, {} MiB parts, {} MiB read-ahead budget",
-        o.concurrency,
-        o.part_size >> 20,
-        o.max_memory >> 20
+        args.concurrency.unwrap_or(d.concurrency),
+        args.part_mib.unwrap_or(d.part_size >> 20),
+        args.max_memory_mib.unwrap_or(d.max_memory >> 20)
     );
     let mut table = Table::new("Pipe mode: a reader draining the FIFO vs raw parallel GETs");
     let mut firsts = Vec::new();
     for d in t.datasets() {
         let objects = t.objects(&client, d).await?;
-        let base = baseline(t, &client, &objects).await?;
-        table.row(d.label(), "raw parallel GETs", base, base);
-
-        let plan = t.plan(d, &objects);
         let expected: u64 = objects.iter().map(|o| o.size).sum();
+        let (mut base, mut single, mut two) =
+            (Series::default(), Series::default(), Series::default());
+        let (mut cold, mut warm) = (Vec::new(), Vec::new());
+        for _ in 0..t.runs() {
+            base.push(
+                d,
+                "raw parallel GETs",
+                baseline(t, &client, &objects).await?,
+            );
 
-        // One epoch on its own: the pipe against the raw GETs, like for like.
-        let single = pipe_epochs(&client, &plan, &o, 1).await?;
-        check(&single, expected)?;
-        table.row(d.label(), "chute pipe, 1 epoch", single[0].measure, base);
+            // One epoch on its own: the pipe against the raw GETs, like for like.
+            let one = pipe_epochs(args, d, 1).await?;
+            check(&one, expected)?;
+            single.push(d, "chute pipe, 1 epoch", one[0].measure);
+            cold.push(one[0].first_byte);
 
-        // Two epochs back to back, as training reads them: the second one's
-        // read-ahead overlaps the first one's reading.
-        let two = pipe_epochs(&client, &plan, &o, 2).await?;
-        check(&two, expected)?;
-        let both = Measure {
-            bytes: two.iter().map(|e| e.measure.bytes).sum(),
-            secs: two.iter().map(|e| e.measure.secs).sum(),
-        };
-        let base2 = Measure {
-            bytes: base.bytes * 2,
-            secs: base.secs * 2.0,
-        };
-        table.row(d.label(), "chute pipe, 2 epochs", both, base2);
-        firsts.push((d.label(), single[0].first_byte, two[1].first_byte));
+            // Two epochs back to back, as training reads them: the second one's
+            // read-ahead overlaps the first one's reading.
+            let both = pipe_epochs(args, d, 2).await?;
+            check(&both, expected)?;
+            two.push(
+                d,
+                "chute pipe, 2 epochs",
+                Measure {
+                    bytes: both.iter().map(|e| e.measure.bytes).sum(),
+                    secs: both.iter().map(|e| e.measure.secs).sum(),
+                },
+            );
+            warm.push(both[1].first_byte);
+        }
+        table.row(d.label(), "raw parallel GETs", &base, &base);
+        table.row(d.label(), "chute pipe, 1 epoch", &single, &base);
+        table.row(d.label(), "chute pipe, 2 epochs", &two, &base);
+        firsts.push((
+            d.label(),
+            median_duration(&mut cold),
+            median_duration(&mut warm),
+        ));
     }
     table.print();
-    println!("\nTime to first byte after the reader's open()\n");
+    println!("\nTime to first byte after the reader's open() (median of the runs)\n");
     println!(
         "| dataset | epoch 0, opened as the FIFO appears | next epoch, opened right after EOF |"
     );
@@ -107,51 +130,52 @@ pub async fn run(args: &PipeBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a pipe of the plan for `epochs` epochs and drains them.
-async fn pipe_epochs(
-    client: &chute_s3::Client,
-    plan: &chute_plan::Plan,
-    opts: &PipeOptions,
-    epochs: u64,
-) -> anyhow::Result<Vec<Epoch>> {
+/// Runs `chute pipe` on the dataset for `epochs` epochs, as its own process
+/// as a user would, and drains its FIFOs from this one, as a training script
+/// would.
+async fn pipe_epochs(args: &PipeBench, d: Dataset, epochs: u64) -> anyhow::Result<Vec<Epoch>> {
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let dir = tmp.path().to_path_buf();
-    let pipe = {
-        let (client, dir, plan) = (client.clone(), dir.clone(), plan.clone());
-        let opts = PipeOptions {
-            epochs: Some(epochs),
-            ..opts.clone()
-        };
-        tokio::spawn(async move {
-            let source = PipeSource::Objects(plan);
-            run_pipe(
-                client,
-                source,
-                None,
-                &dir,
-                CHANNEL,
-                opts,
-                CancellationToken::new(),
-            )
-            .await
-        })
-    };
+    let exe = std::env::current_exe().context("cannot find the chute binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("pipe")
+        .arg(args.target.uri(d))
+        .arg("--dir")
+        .arg(&dir)
+        .args([
+            "--channel",
+            CHANNEL,
+            "--epochs",
+            &epochs.to_string(),
+            "--log",
+            "warn",
+        ])
+        .args(args.flags())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start chute pipe")?;
     let read = tokio::task::spawn_blocking(move || {
         crate::cmd::pipe::read_epochs(&dir, CHANNEL, epochs, false, Duration::from_secs(120))
     })
     .await
-    .context("the bench reader failed")??
-    .into_iter()
-    .map(|r| Epoch {
-        measure: Measure {
-            bytes: r.bytes,
-            secs: r.secs,
-        },
-        first_byte: Duration::from_secs_f64(r.first_byte_secs),
-    })
-    .collect();
-    pipe.await.context("the pipe task failed")??;
-    Ok(read)
+    .context("the bench reader failed")?;
+    let status = child.wait().await.context("chute pipe")?;
+    let read = read?;
+    anyhow::ensure!(status.success(), "chute pipe exited with {status}");
+    drop(tmp);
+    Ok(read
+        .into_iter()
+        .map(|r| Epoch {
+            measure: Measure {
+                bytes: r.bytes,
+                secs: r.secs,
+            },
+            first_byte: Duration::from_secs_f64(r.first_byte_secs),
+        })
+        .collect())
 }
 
 fn check(epochs: &[Epoch], expected: u64) -> anyhow::Result<()> {
