@@ -29,6 +29,7 @@
 //! training container does not survive that anyway. With `fsync`, each file is
 //! synced before its rename and the file system is synced at the end.
 
+mod digest;
 mod error;
 pub mod paths;
 mod progress;
@@ -294,6 +295,7 @@ pub async fn download(
         not_md5: AtomicUsize::new(0),
         requests: Arc::new(Semaphore::new(concurrency)),
         fs_jobs: Arc::new(Semaphore::new(FS_TRACKER_PERMITS as usize)),
+        md5: digest::Md5Batcher::start(),
         dirs,
         progress: Progress::new(opts.progress, total, jobs.len()),
     });

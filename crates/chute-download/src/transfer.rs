@@ -32,6 +32,7 @@ use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::digest::Md5Batcher;
 use crate::error::{is_no_space, DownloadError};
 use crate::paths::Dirs;
 use crate::progress::Progress;
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     pub requests: Arc<Semaphore>,
     /// Tracks running file-system jobs (see [`FS_TRACKER_PERMITS`]).
     pub fs_jobs: Arc<Semaphore>,
+    /// Digests of the objects held in memory.
+    pub md5: Md5Batcher,
     pub dirs: Dirs,
     pub progress: Progress,
 }
@@ -240,8 +243,10 @@ async fn fetch_single(
     let obj = &job.object;
     let size = obj.size;
     let tmp = sh.tmp_path(job);
-    let mut hasher = check.as_ref().map(|_| Md5::new());
     let in_memory = size <= sh.in_memory_max;
+    // Streamed objects are hashed as their chunks pass; in-memory ones by the
+    // batcher once whole.
+    let mut hasher = check.as_ref().filter(|_| !in_memory).map(|_| Md5::new());
     let mut batch = Batch::default();
     let mut writer = None;
     if !in_memory {
@@ -277,23 +282,39 @@ async fn fetch_single(
     let (sh2, job2) = (sh.clone(), job.clone());
     let Some(writer) = writer else {
         check_received(job, batch.len as u64)?;
-        // The whole object is in memory: check it, then create, write and
-        // rename in one job, off the request slot.
-        return sh
-            .blocking(move || {
-                let verdict = match (hasher, check) {
-                    (Some(mut h), Some(check)) => {
-                        batch.hash(&mut h);
-                        check.judge(h.finalize().into())
-                    }
-                    _ => Verdict::Kept { matched_etag: true },
-                };
-                if let Verdict::Kept { .. } = verdict {
-                    write_whole(&sh2, &job2, &tmp, &batch)?;
-                }
-                Ok(verdict)
-            })
-            .await;
+        if check.is_some() && batch.chunks.len() > 1 {
+            // One contiguous buffer: the batcher's SIMD lanes run fastest on
+            // whole objects (copied while the chunks are still in the CPU cache,
+            // this costs a tenth of what the digest saves).
+            let mut whole = bytes::BytesMut::with_capacity(batch.len);
+            for c in &batch.chunks {
+                whole.extend_from_slice(c);
+            }
+            batch = Batch {
+                chunks: vec![whole.freeze()],
+                len: batch.len,
+            };
+        }
+        // The whole object is in memory: check it (its digest computed along
+        // with other objects'), then create, write and rename in one job.
+        let verdict = match check {
+            Some(check) => {
+                let len = batch.len;
+                let (chunks, digest) = sh
+                    .md5
+                    .digest(batch.chunks)
+                    .await
+                    .ok_or_else(|| DownloadError::Internal("MD5 batcher stopped".into()))?;
+                batch = Batch { chunks, len };
+                check.judge(digest)
+            }
+            None => Verdict::Kept { matched_etag: true },
+        };
+        if let Verdict::Kept { .. } = verdict {
+            sh.blocking(move || write_whole(&sh2, &job2, &tmp, &batch))
+                .await?;
+        }
+        return Ok(verdict);
     };
     let (file, end) = writer.finish().await?;
     check_received(job, end)?;
@@ -458,12 +479,6 @@ impl Batch {
         if !chunk.is_empty() {
             self.len += chunk.len();
             self.chunks.push(chunk);
-        }
-    }
-
-    fn hash(&self, h: &mut Md5) {
-        for c in &self.chunks {
-            h.update(c);
         }
     }
 

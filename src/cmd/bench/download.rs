@@ -33,13 +33,21 @@ pub async fn run(t: &BenchTarget) -> anyhow::Result<()> {
         let objects = t.objects(&client, d).await?;
         let expected: u64 = objects.iter().map(|o| o.size).sum();
         let src = t.uri(d);
-        // Every run writes into a directory of its own, and they are removed
-        // only once the dataset is done: ext4 avoids reusing inodes freed in
-        // the last 30 s, so creating 2,000 files right after deleting 2,000
-        // spends most of its time searching the inode bitmap (measured: 80% of
-        // both chute's and s5cmd's system time) — a cost no user downloading
-        // into a fresh directory pays.
+        // Each run writes into a directory of its own. With many files, they
+        // are all removed only once the dataset is done: ext4 avoids reusing
+        // inodes freed in the last 30 s, so creating 2,000 files right after
+        // deleting 2,000 spends most of its time searching the inode bitmap
+        // (measured: 80 % of both chute's and s5cmd's system time), a cost no
+        // user downloading into a fresh directory pays. Few large files are
+        // removed at once instead: gigabytes left in the page cache would make
+        // the next tool's writes wait for memory to be reclaimed.
         let work = tempfile::tempdir_in(work.path()).context("cannot create a directory")?;
+        let keep_until_done = objects.len() > 100;
+        let done_with = |dest: &Path| {
+            if !keep_until_done {
+                let _ = std::fs::remove_dir_all(dest);
+            }
+        };
         let exe = std::env::current_exe().context("cannot find the chute binary")?;
         let (mut base, mut chute) = (Series::default(), Series::default());
         // s5cmd and aws: measured unless they fail (then said once, and skipped).
@@ -72,8 +80,9 @@ pub async fn run(t: &BenchTarget) -> anyhow::Result<()> {
                     ]),
                 &dest,
                 expected,
-            )?;
-            chute.push(d, "chute download", m);
+            );
+            done_with(&dest);
+            chute.push(d, "chute download", m?);
 
             for (name, series, failed) in &mut others {
                 if failed.is_some() {
@@ -102,7 +111,9 @@ pub async fn run(t: &BenchTarget) -> anyhow::Result<()> {
                         c
                     }
                 };
-                match timed(&mut cmd, &dest, expected) {
+                let m = timed(&mut cmd, &dest, expected);
+                done_with(&dest);
+                match m {
                     Ok(m) => series.push(d, name, m),
                     Err(e) => {
                         println!("  {:<16} {name:<34} not measured: {e:#}", d.label());
