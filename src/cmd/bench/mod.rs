@@ -338,14 +338,9 @@ impl Series {
         r
     }
 
-    /// Median MB/s (the mean of the middle two for an even count).
+    /// Median MB/s.
     pub fn median(&self) -> f64 {
-        let r = self.rates();
-        match r.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => r[n / 2],
-            n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
-        }
+        median_of(self.rates())
     }
 
     /// Median seconds of one run.
@@ -363,13 +358,35 @@ impl Series {
         )
     }
 
-    /// Median of this series over the median of another.
+    /// How this series compares with another. Runs made in pairs (the same
+    /// count, run i of each made back to back) are compared pair by pair and
+    /// the median of those ratios taken: the machine's speed drifts between
+    /// pairs more than within one. Otherwise, the ratio of the medians.
     pub fn ratio(&self, other: &Series) -> f64 {
+        if self.0.len() == other.0.len() && !self.0.is_empty() {
+            return median_of(
+                self.0
+                    .iter()
+                    .zip(&other.0)
+                    .map(|(a, b)| a.mb_s() / b.mb_s().max(1e-9))
+                    .collect(),
+            );
+        }
         self.median() / other.median().max(1e-9)
     }
 
     pub fn runs(&self) -> usize {
         self.0.len()
+    }
+}
+
+/// The median (the mean of the middle two for an even count; 0 for none).
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -380,7 +397,7 @@ pub fn median_duration(v: &mut [std::time::Duration]) -> std::time::Duration {
 }
 
 /// A result table: one row per (dataset, tool), medians over the runs, with
-/// the ratio to the baseline's median.
+/// the ratio to the baseline (see [`Series::ratio`]).
 pub struct Table {
     title: String,
     rows: Vec<(String, String, Series, Series)>,
