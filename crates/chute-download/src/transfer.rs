@@ -282,30 +282,32 @@ async fn fetch_single(
     let (sh2, job2) = (sh.clone(), job.clone());
     let Some(writer) = writer else {
         check_received(job, batch.len as u64)?;
-        if check.is_some() && batch.chunks.len() > 1 {
-            // One contiguous buffer: the batcher's SIMD lanes run fastest on
-            // whole objects (copied while the chunks are still in the CPU cache,
-            // this costs a tenth of what the digest saves).
-            let mut whole = bytes::BytesMut::with_capacity(batch.len);
-            for c in &batch.chunks {
-                whole.extend_from_slice(c);
-            }
-            batch = Batch {
-                chunks: vec![whole.freeze()],
-                len: batch.len,
-            };
-        }
         // The whole object is in memory: check it (its digest computed along
         // with other objects'), then create, write and rename in one job.
         let verdict = match check {
             Some(check) => {
-                let len = batch.len;
-                let (chunks, digest) = sh
+                // One contiguous buffer for the batcher's SIMD lanes; copied
+                // while the chunks are still in the CPU cache, this costs a
+                // tenth of what batching the digest saves.
+                let whole = match batch.chunks.as_slice() {
+                    [one] => one.clone(),
+                    chunks => {
+                        let mut b = bytes::BytesMut::with_capacity(batch.len);
+                        for c in chunks {
+                            b.extend_from_slice(c);
+                        }
+                        b.freeze()
+                    }
+                };
+                let digest = sh
                     .md5
-                    .digest(batch.chunks)
+                    .digest(whole.clone())
                     .await
                     .ok_or_else(|| DownloadError::Internal("MD5 batcher stopped".into()))?;
-                batch = Batch { chunks, len };
+                batch = Batch {
+                    chunks: vec![whole],
+                    len: batch.len,
+                };
                 check.judge(digest)
             }
             None => Verdict::Kept { matched_etag: true },
