@@ -304,10 +304,9 @@ async fn fetch_single(
                     .digest(whole.clone())
                     .await
                     .ok_or_else(|| DownloadError::Internal("MD5 batcher stopped".into()))?;
-                batch = Batch {
-                    chunks: vec![whole],
-                    len: batch.len,
-                };
+                // Through `push`, which keeps an empty object chunk-less.
+                batch = Batch::default();
+                batch.push(whole);
                 check.judge(digest)
             }
             None => Verdict::Kept { matched_etag: true },
