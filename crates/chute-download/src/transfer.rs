@@ -114,6 +114,14 @@ impl Shared {
         join(self.spawn_blocking(f)?).await
     }
 
+    /// Waits for one of the `concurrency` request slots.
+    async fn request_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, DownloadError> {
+        self.requests
+            .acquire()
+            .await
+            .map_err(|_| DownloadError::Internal("request limiter closed".into()))
+    }
+
     fn note_not_md5(&self, obj: &PlannedObject) {
         let n = self.not_md5.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= NOT_MD5_LIMIT && self.verify.swap(false, Ordering::Relaxed) {
@@ -257,11 +265,7 @@ async fn fetch_single(
         writer = Some(StreamWriter::new(sh, job, file, 0));
     }
     if size > 0 {
-        let _slot = sh
-            .requests
-            .acquire()
-            .await
-            .map_err(|_| DownloadError::Internal("request limiter closed".into()))?;
+        let _slot = sh.request_slot().await?;
         let mut stream = sh
             .client
             .read(&obj.bucket, &obj.key, 0..size, obj.etag.clone());
@@ -375,11 +379,7 @@ async fn fetch_part(
     range: Range<u64>,
 ) -> Result<(), DownloadError> {
     let obj = &job.object;
-    let _slot = sh
-        .requests
-        .acquire()
-        .await
-        .map_err(|_| DownloadError::Internal("request limiter closed".into()))?;
+    let _slot = sh.request_slot().await?;
     let mut stream = sh
         .client
         .read(&obj.bucket, &obj.key, range.clone(), obj.etag.clone());
