@@ -11,15 +11,16 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, vmsplice, FcntlArg, OFlag, SpliceFFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 
@@ -196,13 +197,15 @@ impl FifoWriter {
     }
 }
 
-impl Write for FifoWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl FifoWriter {
+    /// Runs one write-type call until it moves bytes: waits in `poll` while the
+    /// pipe is full, gives up when chute stops or the reader is gone.
+    fn moved(&mut self, mut call: impl FnMut(&File) -> nix::Result<usize>) -> io::Result<usize> {
         loop {
             if self.stop.is_set() {
                 return Err(io::Error::other(Cancelled));
             }
-            match nix::unistd::write(&self.file, buf) {
+            match call(&self.file) {
                 Ok(n) => {
                     self.written += n as u64;
                     self.writes += 1;
@@ -216,23 +219,46 @@ impl Write for FifoWriter {
         }
     }
 
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        loop {
-            if self.stop.is_set() {
-                return Err(io::Error::other(Cancelled));
-            }
-            match nix::sys::uio::writev(&self.file, bufs) {
-                Ok(n) => {
-                    self.written += n as u64;
-                    self.writes += 1;
-                    return Ok(n);
-                }
-                Err(Errno::EAGAIN) => self.wait_writable()?,
-                Err(Errno::EINTR) => {}
-                Err(Errno::EPIPE) => return Err(io::ErrorKind::BrokenPipe.into()),
-                Err(e) => return Err(e.into()),
-            }
+    /// Hands the slices' pages to the pipe by reference (`vmsplice`): the reader
+    /// copies straight out of them, so the bytes are not copied into pipe pages
+    /// first. The caller must keep the memory unchanged until the reader has read
+    /// it (see [`FifoWriter::unread`]).
+    fn splice_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.moved(|file| vmsplice(file, bufs, SpliceFFlags::SPLICE_F_NONBLOCK))
+    }
+
+    /// Bytes in the pipe that the reader has not read yet.
+    fn unread(&self) -> io::Result<u64> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on a pipe stores one int through the pointer, which
+        // points at a live, writable c_int.
+        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::FIONREAD, &mut n) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// True when no reader has the FIFO open any more (`poll` reports an error
+    /// condition on the write end).
+    fn reader_gone(&self) -> bool {
+        let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Write for FifoWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.moved(|file| nix::unistd::write(file, buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.moved(|file| nix::sys::uio::writev(file, bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -262,15 +288,28 @@ const HIGH_WATER: usize = 1 << 20;
 /// Slices per `writev` (Linux allows 1024).
 const MAX_IOV: usize = 512;
 
+/// Spliced chunks held before asking the pipe which were read: `FIONREAD` takes
+/// the pipe's lock, which the reader is contending for.
+const RELEASE_AT: usize = 64;
+
 /// A write buffer in front of the FIFO that holds fetched chunks by reference
-/// and writes them with `writev`: the bytes are copied once, by the kernel into
-/// the pipe, instead of first into a buffer. Small writes (record headers,
+/// and hands them to the pipe with `vmsplice`, so the only copy of the bytes
+/// after the socket is the reader's own `read`. Small writes (record headers,
 /// decompressed output, tiny chunks) are gathered by copying.
+///
+/// Spliced memory stays referenced by the pipe until the reader reads it, so the
+/// chunks are kept (in `in_pipe`) until `FIONREAD` shows they were read; one that
+/// could be rewritten earlier would hand the reader wrong bytes. Where `vmsplice`
+/// is refused (a seccomp filter, say), plain `writev` copies instead.
 pub(crate) struct Gather {
     pub fifo: FifoWriter,
     queue: VecDeque<Bytes>,
     small: Vec<u8>,
     pending: usize,
+    /// Spliced chunks the reader may not have read, with the stream offset each
+    /// ends at.
+    in_pipe: VecDeque<(u64, Bytes)>,
+    splice: bool,
 }
 
 impl Gather {
@@ -280,6 +319,8 @@ impl Gather {
             queue: VecDeque::new(),
             small: Vec::new(),
             pending: 0,
+            in_pipe: VecDeque::new(),
+            splice: true,
         }
     }
 
@@ -320,23 +361,101 @@ impl Gather {
                 .take(MAX_IOV)
                 .map(|b| IoSlice::new(b))
                 .collect();
-            let mut n = self.fifo.write_vectored(&slices)?;
+            let spliced = if self.splice {
+                match self.fifo.splice_vectored(&slices) {
+                    Err(e) if refused(&e) => {
+                        tracing::debug!("vmsplice refused ({e}); writing with writev");
+                        self.splice = false;
+                        continue;
+                    }
+                    r => r,
+                }
+            } else {
+                self.fifo.write_vectored(&slices)
+            };
             drop(slices);
+            let mut n = spliced?;
             while n > 0 {
                 let Some(front) = self.queue.front_mut() else {
                     break;
                 };
-                if n >= front.len() {
-                    n -= front.len();
-                    self.queue.pop_front();
+                let done = if n >= front.len() {
+                    self.queue.pop_front()
                 } else {
-                    let _ = front.split_to(n);
-                    n = 0;
+                    Some(front.split_to(n))
+                };
+                if let Some(done) = done {
+                    n -= done.len();
+                    if self.splice {
+                        // `written` already counts all of this call's bytes; the
+                        // chunk ends `n` (what is left of them) before that.
+                        self.in_pipe.push_back((self.fifo.written - n as u64, done));
+                    }
                 }
+            }
+            if self.in_pipe.len() >= RELEASE_AT {
+                self.release_read()?;
             }
         }
         self.pending = 0;
         Ok(())
+    }
+
+    /// Drops the spliced chunks the reader has read.
+    fn release_read(&mut self) -> io::Result<()> {
+        if self.in_pipe.is_empty() {
+            return Ok(());
+        }
+        let read = self.fifo.written.saturating_sub(self.fifo.unread()?);
+        while self.in_pipe.front().is_some_and(|(end, _)| *end <= read) {
+            self.in_pipe.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Waits until the reader has read every spliced byte, has gone, or chute
+    /// stops. True when the chunks may be freed.
+    fn settle(&mut self) -> bool {
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if self.release_read().is_err() {
+                return false;
+            }
+            if self.in_pipe.is_empty() {
+                return true;
+            }
+            // With no reader and the FIFO unlinked (the writer unlinks before it
+            // drops this), nothing can read the pages any more.
+            if self.fifo.reader_gone() {
+                return true;
+            }
+            if self.fifo.stop.is_set() {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Whether `vmsplice` itself is unavailable here (as opposed to the FIFO failing).
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::ENOSYS | Errno::EPERM | Errno::EINVAL | Errno::EOPNOTSUPP)
+    )
+}
+
+impl Drop for Gather {
+    fn drop(&mut self) {
+        if !self.settle() {
+            // A reader that is still there may yet read these pages: never let
+            // the allocator hand them out again. At most one pipe's worth (1 MiB),
+            // and only when chute stops with a reader mid-epoch.
+            for (_, chunk) in self.in_pipe.drain(..) {
+                std::mem::forget(chunk);
+            }
+        }
     }
 }
 
@@ -349,5 +468,106 @@ impl Write for Gather {
 
     fn flush(&mut self) -> io::Result<()> {
         self.write_out()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Chunk memory that is overwritten when chute lets go of it, standing in for
+    /// an allocator that reuses it at once: a chunk released while the pipe still
+    /// references its pages would show up as 0xAA bytes at the reader.
+    struct Poisoned(Vec<u8>);
+
+    impl AsRef<[u8]> for Poisoned {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Poisoned {
+        fn drop(&mut self) {
+            self.0.fill(0xAA);
+        }
+    }
+
+    fn pattern(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
+    }
+
+    /// Writes `chunks` through a `Gather` to a slow reader and returns what the
+    /// reader got, after the `Gather` is dropped (as the writer does at EOF).
+    fn through_fifo(chunks: Vec<Vec<u8>>) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c_0");
+        let stop = Stop::new().expect("stop pipe");
+        stop.create(&path, 0o600).expect("mkfifo");
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || {
+            let mut f = File::open(&reader_path).expect("open for reading");
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 48 << 10];
+            loop {
+                // Slower than the writer, so the pipe stays full of spliced pages.
+                std::thread::sleep(Duration::from_micros(200));
+                match f.read(&mut buf) {
+                    Ok(0) => return got,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        });
+        let mut out = Gather::new(FifoWriter::open(&path, stop.clone()).expect("open FIFO"));
+        for c in chunks {
+            out.push(Bytes::from_owner(Poisoned(c))).expect("push");
+        }
+        out.flush().expect("flush");
+        drop(out);
+        reader.join().expect("reader thread")
+    }
+
+    #[test]
+    fn spliced_chunks_outlive_the_readers_copy() {
+        // Sizes around the copy threshold and page size, not page aligned, so
+        // pages are shared between chunks and some chunks are gathered by copy.
+        let sizes = [COPY_BELOW, COPY_BELOW - 1, 4096, 65_537, 300_000, 1, 40_000];
+        let chunks: Vec<Vec<u8>> = (0..400)
+            .map(|i| pattern(i, sizes[i % sizes.len()]))
+            .collect();
+        let want: Vec<u8> = chunks.concat();
+        let got = through_fifo(chunks);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the reader saw bytes that were not written");
+    }
+
+    #[test]
+    fn a_reader_that_leaves_early_does_not_hold_the_writer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c_0");
+        let stop = Stop::new().expect("stop pipe");
+        stop.create(&path, 0o600).expect("mkfifo");
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || {
+            let mut f = File::open(&reader_path).expect("open for reading");
+            let mut buf = vec![0u8; 64 << 10];
+            f.read_exact(&mut buf).expect("first bytes");
+        });
+        let mut out = Gather::new(FifoWriter::open(&path, stop.clone()).expect("open FIFO"));
+        let mut result = Ok(());
+        for i in 0..200 {
+            result = out.push(Bytes::from_owner(Poisoned(pattern(i, 100_000))));
+            if result.is_err() {
+                break;
+            }
+        }
+        reader.join().expect("reader thread");
+        let e = result
+            .and_then(|()| out.flush())
+            .expect_err("the write end sees the reader go");
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        // Dropping returns although the pipe still holds unread spliced pages.
+        drop(out);
     }
 }
