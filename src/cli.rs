@@ -249,7 +249,7 @@ pub struct PipeArgs {
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Objects larger than this are fetched as parallel ranged parts of this
-    /// size, in MiB (default 8).
+    /// size, in MiB (default 32; at most an eighth of --max-memory).
     #[arg(long, value_name = "MIB")]
     pub part_size_mib: Option<u64>,
 }

@@ -270,7 +270,7 @@ fn recordio_round_trips_in_rust_and_python() {
             ("0-empty", Vec::new()),
             ("1-one", vec![0xce]),
             ("2-odd", pattern(4_099, 6)),
-            // Longer than a fetch part (8 MiB): arrives as several parts.
+            // Longer than a fetch part (4 MiB, below): arrives as several parts.
             ("3-big", pattern(9 * MIB + 1, 7)),
             // Holds the magic number itself, which must not confuse a reader.
             ("4-magic", [0x0a, 0x23, 0xd7, 0xce].repeat(100)),
@@ -285,6 +285,8 @@ fn recordio_round_trips_in_rust_and_python() {
             "2",
             "--record-wrapper",
             "recordio",
+            "--part-size-mib",
+            "4",
         ],
     );
     let epoch0 = parse_recordio(&p.read_epoch(0));

@@ -64,11 +64,13 @@ pub async fn run(args: &PipeBench) -> anyhow::Result<()> {
     let t = &args.target;
     let client = t.client().await?;
     let d = PipeOptions::default();
+    let budget = args.max_memory_mib.map_or(d.max_memory, |m| m << 20);
+    let part = args.part_mib.map_or(d.part_size, |m| m << 20);
     println!(
         "chute pipe: {} GETs in flight, {} MiB parts, {} MiB read-ahead budget",
         args.concurrency.unwrap_or(d.concurrency),
-        args.part_mib.unwrap_or(d.part_size >> 20),
-        args.max_memory_mib.unwrap_or(d.max_memory >> 20)
+        chute_pipe::part_size_for(part, budget) >> 20,
+        budget >> 20
     );
     let mut table = Table::new("Pipe mode: a reader draining the FIFO vs raw parallel GETs");
     let mut firsts = Vec::new();
