@@ -288,9 +288,11 @@ const HIGH_WATER: usize = 1 << 20;
 /// Slices per `writev` (Linux allows 1024).
 const MAX_IOV: usize = 512;
 
-/// Spliced chunks held before asking the pipe which were read: `FIONREAD` takes
-/// the pipe's lock, which the reader is contending for.
-const RELEASE_AT: usize = 64;
+/// Spliced bytes (or chunks) held before asking the pipe which were read:
+/// `FIONREAD` takes the pipe's lock, which the reader is contending for, and the
+/// pipe itself holds at most 1 MiB, so what is kept beyond it is bounded too.
+const RELEASE_BYTES: u64 = 2 << 20;
+const RELEASE_CHUNKS: usize = 256;
 
 /// A write buffer in front of the FIFO that holds fetched chunks by reference
 /// and hands them to the pipe with `vmsplice`, so the only copy of the bytes
@@ -393,12 +395,19 @@ impl Gather {
                     }
                 }
             }
-            if self.in_pipe.len() >= RELEASE_AT {
+            if self.held() >= RELEASE_BYTES || self.in_pipe.len() >= RELEASE_CHUNKS {
                 self.release_read()?;
             }
         }
         self.pending = 0;
         Ok(())
+    }
+
+    /// Bytes written since the oldest chunk still kept began.
+    fn held(&self) -> u64 {
+        self.in_pipe.front().map_or(0, |(end, chunk)| {
+            self.fifo.written - (end - chunk.len() as u64)
+        })
     }
 
     /// Drops the spliced chunks the reader has read.
