@@ -459,8 +459,9 @@ impl Drop for Gather {
     fn drop(&mut self) {
         if !self.settle() {
             // A reader that is still there may yet read these pages: never let
-            // the allocator hand them out again. At most one pipe's worth (1 MiB),
-            // and only when chute stops with a reader mid-epoch.
+            // the allocator hand them out again. Only the chunks still in the
+            // pipe are left (`settle` released the rest), and only when chute
+            // stops with a reader mid-epoch.
             for (_, chunk) in self.in_pipe.drain(..) {
                 std::mem::forget(chunk);
             }
