@@ -100,10 +100,10 @@ impl Default for PipeOptions {
 /// The read-ahead budget for this machine: an eighth of its memory, between
 /// 64 MiB and 256 MiB (several channels may share a machine with training).
 ///
-/// More does not make a reader faster: 64 GETs of 8 MiB already keep the
-/// network busy, and bytes fetched further ahead only sit in memory that is
-/// new to the process (faulted in and zeroed by the kernel) and cold in the
-/// CPU caches by the time they are written. Measured against Garage on
+/// More does not make a reader faster: a few hundred MiB of GETs in flight
+/// already keep the network busy, and bytes fetched further ahead only sit in
+/// memory that is new to the process (faulted in and zeroed by the kernel) and
+/// cold in the CPU caches by the time they are written. Measured against Garage on
 /// loopback, a 1 GiB budget drained a 1 GiB object at 0.69-0.84 x raw GETs
 /// and 128-256 MiB at 0.83-0.88 x; 256 MiB still covers a quarter second of
 /// a reader pausing at 1 GB/s.
