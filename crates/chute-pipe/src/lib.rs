@@ -132,7 +132,9 @@ pub fn default_max_memory() -> u64 {
 /// 256 MiB budget: eight 32 MiB parts in flight).
 pub fn part_size_for(part_size: u64, max_memory: u64) -> u64 {
     let budget = max_memory.max(1 << 20);
-    part_size.min(budget / 8).clamp(64 << 10, budget.min(1 << 30))
+    part_size
+        .min(budget / 8)
+        .clamp(64 << 10, budget.min(1 << 30))
 }
 
 /// What a pipe streams.
