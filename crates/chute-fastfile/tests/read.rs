@@ -9,6 +9,7 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
+use chute_s3::RetryPolicy;
 use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -167,7 +168,15 @@ fn faults_still_give_exact_bytes() {
     }
     let server = env.server.as_ref().expect("server").addr();
     let proxy = env.rt.block_on(FaultProxy::start(server)).expect("proxy");
-    let client = env.client(&proxy.endpoint_url(), fast_policy());
+    // More attempts than faults injected below (24 in all): however the faults
+    // fall on concurrent GETs, none may run out of retries, so any read error
+    // is a bug. (With six, one read-ahead GET that happened to draw six faults
+    // in a row answered the kernel EIO while the reader's own read succeeded.)
+    let policy = RetryPolicy {
+        max_attempts: 32,
+        ..fast_policy()
+    };
+    let client = env.client(&proxy.endpoint_url(), policy);
     let m = env.mount_with(client, test_options());
     // Cut bodies and 503 bursts on the GETs that follow.
     proxy.push(
