@@ -170,8 +170,9 @@ fn faults_still_give_exact_bytes() {
     let proxy = env.rt.block_on(FaultProxy::start(server)).expect("proxy");
     // More attempts than faults injected below (24 in all): however the faults
     // fall on concurrent GETs, none may run out of retries, so any read error
-    // is a bug. (With six, one read-ahead GET that happened to draw six faults
-    // in a row answered the kernel EIO while the reader's own read succeeded.)
+    // is a bug. (With six, a read-ahead GET that drew six of the eight 503s in
+    // a row, no bytes in between to reset its count, answered the kernel EIO
+    // while the reader's own read then succeeded.)
     let policy = RetryPolicy {
         max_attempts: 32,
         ..fast_policy()
