@@ -507,16 +507,26 @@ mod tests {
         (0..len).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
     }
 
-    /// Writes `chunks` through a `Gather` to a slow reader and returns what the
-    /// reader got, after the `Gather` is dropped (as the writer does at EOF).
-    fn through_fifo(chunks: Vec<Vec<u8>>) -> Vec<u8> {
+    /// A FIFO in a temporary directory, a thread that opens it and runs `read`,
+    /// and the `Gather` writing to it (the directory lives as long as the first).
+    fn fifo_with_reader<T: Send + 'static>(
+        read: impl FnOnce(File) -> T + Send + 'static,
+    ) -> (tempfile::TempDir, Gather, std::thread::JoinHandle<T>) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("c_0");
         let stop = Stop::new().expect("stop pipe");
         stop.create(&path, 0o600).expect("mkfifo");
         let reader_path = path.clone();
-        let reader = std::thread::spawn(move || {
-            let mut f = File::open(&reader_path).expect("open for reading");
+        let reader =
+            std::thread::spawn(move || read(File::open(&reader_path).expect("open for reading")));
+        let out = Gather::new(FifoWriter::open(&path, stop).expect("open FIFO"));
+        (dir, out, reader)
+    }
+
+    /// Writes `chunks` through a `Gather` to a slow reader and returns what the
+    /// reader got, after the `Gather` is dropped (as the writer does at EOF).
+    fn through_fifo(chunks: Vec<Vec<u8>>) -> Vec<u8> {
+        let (_dir, mut out, reader) = fifo_with_reader(|mut f| {
             let mut got = Vec::new();
             let mut buf = vec![0u8; 48 << 10];
             loop {
@@ -529,7 +539,6 @@ mod tests {
                 }
             }
         });
-        let mut out = Gather::new(FifoWriter::open(&path, stop.clone()).expect("open FIFO"));
         for c in chunks {
             out.push(Bytes::from_owner(Poisoned(c))).expect("push");
         }
@@ -554,17 +563,10 @@ mod tests {
 
     #[test]
     fn a_reader_that_leaves_early_does_not_hold_the_writer() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("c_0");
-        let stop = Stop::new().expect("stop pipe");
-        stop.create(&path, 0o600).expect("mkfifo");
-        let reader_path = path.clone();
-        let reader = std::thread::spawn(move || {
-            let mut f = File::open(&reader_path).expect("open for reading");
+        let (_dir, mut out, reader) = fifo_with_reader(|mut f| {
             let mut buf = vec![0u8; 64 << 10];
             f.read_exact(&mut buf).expect("first bytes");
         });
-        let mut out = Gather::new(FifoWriter::open(&path, stop.clone()).expect("open FIFO"));
         let mut result = Ok(());
         for i in 0..200 {
             result = out.push(Bytes::from_owner(Poisoned(pattern(i, 100_000))));
