@@ -170,6 +170,9 @@ pub struct DownloadArgs {
     /// Bytes gathered from the network before each write to disk, in KiB (measurement aid).
     #[arg(long, hide = true, value_name = "KIB")]
     pub write_buffer_kib: Option<usize>,
+    /// Hand every write to the blocking pool, even while the page cache is fast (measurement aid).
+    #[arg(long, hide = true)]
+    pub no_write_on_workers: bool,
 }
 
 #[derive(Debug, Args)]

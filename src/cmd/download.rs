@@ -50,6 +50,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
         write_buffer: args
             .write_buffer_kib
             .map_or(DownloadOptions::default().write_buffer, |k| k << 10),
+        write_on_workers: !args.no_write_on_workers,
         ..DownloadOptions::default()
     };
     let result = tokio::select! {

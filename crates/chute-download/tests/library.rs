@@ -1,6 +1,7 @@
 //! The library on its own, over a local directory store: the path defence with
-//! plans that bypass the planner, MD5 verification against a store that
-//! corrupts bodies, and cleanup when the download future is dropped.
+//! plans that bypass the planner, streamed writes on both of their paths, MD5
+//! verification against a store that corrupts bodies, and cleanup when the
+//! download future is dropped.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -108,6 +109,70 @@ async fn escaping_paths_in_a_hand_built_plan_are_skipped() {
         ]
     );
     assert_eq!(std::fs::read(dest.join("ok/a.bin")).expect("read"), bytes);
+}
+
+/// Streamed objects (ranged parts, and one object too big to hold in memory)
+/// written in many small batches land byte for byte at their offsets, whether
+/// the batches are written on the async workers (the default) or on the
+/// blocking pool (where a download moves once the page cache is slow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_batches_land_at_their_offsets_on_workers_and_on_the_pool() {
+    // Not periodic, so a batch written at a wrong offset cannot match.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let files = [
+        ("parts.bin", noise(5 * 1024 * 1024 + 12_345)),
+        ("streamed.bin", noise(700_001)),
+        ("empty.bin", Vec::new()),
+    ];
+    let src = source(
+        &files
+            .iter()
+            .map(|(k, d)| (*k, d.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let client = Client::new(
+        Arc::new(LocalStore::new(src.path()).expect("store")),
+        RetryPolicy::default(),
+    );
+    let plan = Plan {
+        objects: files
+            .iter()
+            .map(|(k, d)| object(k, k, d.len(), None))
+            .collect(),
+        ..Plan::default()
+    };
+    for write_on_workers in [true, false] {
+        let work = tempfile::tempdir().expect("tempdir");
+        let dest = work.path().join("d");
+        let opts = DownloadOptions {
+            part_size: 1 << 20,
+            small_object: 64 << 10,
+            write_buffer: 4096,
+            write_on_workers,
+            ..quiet()
+        };
+        let s = download(&client, &plan, &dest, &opts)
+            .await
+            .expect("download");
+        assert_eq!(s.objects, 3);
+        for (k, d) in &files {
+            let got = std::fs::read(dest.join(k)).expect("read");
+            assert!(
+                got == *d,
+                "{k} differs (write_on_workers: {write_on_workers})"
+            );
+        }
+    }
 }
 
 #[tokio::test]
