@@ -426,10 +426,10 @@ async fn fetch_part(
 /// to the blocking pool and back cost more than the write itself (two thread
 /// wake-ups per batch; measured 0.10 core-seconds per GiB, a fifth of the
 /// download's CPU, on a machine whose other core is busy serving the bytes).
-/// Once a write is slow, the kernel is throttling dirty pages and the disk
-/// sets the pace; then every later batch of the download goes to the blocking
-/// pool, one being written while the next fills, so the worker keeps reading
-/// sockets.
+/// Once writes are slow ([`SLOW_WRITES_LIMIT`] over [`SLOW_WRITE`]), the
+/// kernel is throttling dirty pages and the disk sets the pace; then every
+/// later batch of the download goes to the blocking pool, one being written
+/// while the next fills, so the worker keeps reading sockets.
 struct StreamWriter {
     sh: Arc<Shared>,
     job: Arc<Job>,
