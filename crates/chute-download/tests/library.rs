@@ -134,12 +134,7 @@ async fn streamed_batches_land_at_their_offsets_on_workers_and_on_the_pool() {
         ("streamed.bin", noise(700_001)),
         ("empty.bin", Vec::new()),
     ];
-    let src = source(
-        &files
-            .iter()
-            .map(|(k, d)| (*k, d.clone()))
-            .collect::<Vec<_>>(),
-    );
+    let src = source(&files);
     let client = Client::new(
         Arc::new(LocalStore::new(src.path()).expect("store")),
         RetryPolicy::default(),

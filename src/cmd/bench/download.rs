@@ -186,21 +186,7 @@ fn timed(cmd: &mut Command, dest: &Path, expected: u64) -> anyhow::Result<Measur
 
 /// The files under `dest` add up to the dataset.
 fn check_tree(dest: &Path, expected: u64) -> anyhow::Result<()> {
-    let mut total = 0u64;
-    let mut stack = vec![dest.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
-        {
-            let e = e?;
-            let m = e.metadata()?;
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.len();
-            }
-        }
-    }
+    let total: u64 = files(dest)?.iter().map(|(_, len)| len).sum();
     anyhow::ensure!(
         total == expected,
         "{} holds {total} bytes, the dataset {expected}",
@@ -218,23 +204,34 @@ fn sync_disks() {
 /// and recently used, for the next tool.
 fn evict(dest: &Path) {
     sync_disks();
+    for (path, _) in files(dest).unwrap_or_default() {
+        if let Ok(f) = std::fs::File::open(&path) {
+            let _ = nix::fcntl::posix_fadvise(
+                &f,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+}
+
+/// Every file under `dest`, with its size.
+fn files(dest: &Path) -> anyhow::Result<Vec<(std::path::PathBuf, u64)>> {
+    let mut out = Vec::new();
     let mut stack = vec![dest.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(f) = std::fs::File::open(&path) {
-                let _ = nix::fcntl::posix_fadvise(
-                    &f,
-                    0,
-                    0,
-                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-                );
+        for e in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), m.len()));
             }
         }
     }
+    Ok(out)
 }
