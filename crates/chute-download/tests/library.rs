@@ -15,6 +15,7 @@ use chute_plan::{Plan, PlannedObject};
 use chute_s3::{
     Client, GetResponse, ListPage, LocalStore, ObjectMeta, ObjectStore, RetryPolicy, StoreError,
 };
+use chute_testkit::data::pattern;
 use futures::StreamExt;
 use sha2::Digest;
 
@@ -118,20 +119,9 @@ async fn escaping_paths_in_a_hand_built_plan_are_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_batches_land_at_their_offsets_on_workers_and_on_the_pool() {
     // Not periodic, so a batch written at a wrong offset cannot match.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut noise = |len: usize| -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
     let files = [
-        ("parts.bin", noise(5 * 1024 * 1024 + 12_345)),
-        ("streamed.bin", noise(700_001)),
+        ("parts.bin", pattern(5 * 1024 * 1024 + 12_345, 1)),
+        ("streamed.bin", pattern(700_001, 2)),
         ("empty.bin", Vec::new()),
     ];
     let src = source(&files);
