@@ -672,3 +672,77 @@ async fn unreachable_upstream_gets_bad_gateway() {
     let mut c = Client::connect(proxy.addr()).await;
     assert_eq!(c.request("GET", "/obj/1", b"").await.status, 502);
 }
+
+#[tokio::test]
+async fn trickle_sends_every_byte_a_few_at_a_time() {
+    let (_origin, proxy) = setup().await;
+    let pause = Duration::from_millis(20);
+    proxy.push(
+        FaultRule::new(FaultKind::Trickle {
+            after_body_bytes: 1000,
+            step_bytes: 7,
+            pause,
+        })
+        .path_contains("/obj/"),
+    );
+    let expected = object_body(1);
+    let mut c = Client::connect(proxy.addr()).await;
+    c.send("GET", "/obj/1", "", b"").await;
+    let (status, headers) = c.head().await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-length").unwrap(),
+        expected.len().to_string()
+    );
+    let mut got = vec![0u8; 1000];
+    timeout(Duration::from_secs(5), c.r.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got[..] == expected[..1000]);
+
+    // After the free bytes the rest comes in order, one step per pause.
+    let started = Instant::now();
+    let mut drip = Vec::new();
+    while drip.len() < 70 {
+        let mut buf = [0u8; 4096];
+        let n = timeout(Duration::from_secs(5), c.r.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "EOF inside a trickled body");
+        drip.extend_from_slice(&buf[..n]);
+    }
+    // Ten steps at least, each after a pause: the drip cannot be faster.
+    assert!(started.elapsed() >= pause * 9);
+    assert!(drip[..] == expected[1000..1000 + drip.len()]);
+
+    // The client giving up ends the trickle; the proxy stays usable.
+    drop(c);
+    let mut c = Client::connect(proxy.addr()).await;
+    assert!(c.request("GET", "/obj/1", b"").await.body == expected);
+    assert_eq!(proxy.stats().faults.trickle, 1);
+    assert_eq!(proxy.stats().faults.total(), 1);
+}
+
+#[tokio::test]
+async fn trickle_of_a_small_body_completes_then_closes() {
+    let (_origin, proxy) = setup().await;
+    proxy.push(
+        FaultRule::new(FaultKind::Trickle {
+            after_body_bytes: 0,
+            step_bytes: 0,
+            pause: Duration::from_millis(1),
+        })
+        .path_contains("/close"),
+    );
+    let mut c = Client::connect(proxy.addr()).await;
+    let r = timeout(Duration::from_secs(5), c.request("GET", "/close", b""))
+        .await
+        .unwrap();
+    assert_eq!(r.body, b"ok");
+    assert!(timeout(Duration::from_secs(2), c.rest())
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use super::wire::{
     parse_request, parse_response, relay_body, request_framing, response_framing, BodyEnd, Framing,
-    RequestHead, Sink, WireReader,
+    Pace, RequestHead, Sink, WireReader,
 };
 use super::{bump, default_message, error_body, reason_phrase, FaultKind, Shared};
 
@@ -34,9 +34,31 @@ struct Upstream {
 
 /// A fault applied while relaying the response body.
 #[derive(Clone, Copy)]
-struct BodyFault {
-    budget: u64,
-    stall: Option<Duration>,
+enum BodyFault {
+    /// Relay `budget` body bytes, hold the socket open for `stall` if given,
+    /// then close.
+    Cut {
+        budget: u64,
+        stall: Option<Duration>,
+    },
+    /// Relay the whole body, slowly.
+    Trickle(Pace),
+}
+
+impl BodyFault {
+    fn budget(self) -> Option<u64> {
+        match self {
+            BodyFault::Cut { budget, .. } => Some(budget),
+            BodyFault::Trickle(_) => None,
+        }
+    }
+
+    fn pace(self) -> Option<Pace> {
+        match self {
+            BodyFault::Cut { .. } => None,
+            BodyFault::Trickle(pace) => Some(pace),
+        }
+    }
 }
 
 /// Whether the client connection may carry another request.
@@ -79,7 +101,7 @@ async fn serve_inner(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 synthetic(&mut cr, &mut cw, &req, framing, status, &code, shared).await?
             }
             Some(FaultKind::CutBody { after_body_bytes }) => {
-                let fault = BodyFault {
+                let fault = BodyFault::Cut {
                     budget: after_body_bytes,
                     stall: None,
                 };
@@ -99,10 +121,32 @@ async fn serve_inner(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 after_body_bytes,
                 duration,
             }) => {
-                let fault = BodyFault {
+                let fault = BodyFault::Cut {
                     budget: after_body_bytes,
                     stall: Some(duration),
                 };
+                forward(
+                    &mut cr,
+                    &mut cw,
+                    &mut upstream,
+                    &req,
+                    &raw,
+                    framing,
+                    Some(fault),
+                    shared,
+                )
+                .await?
+            }
+            Some(FaultKind::Trickle {
+                after_body_bytes,
+                step_bytes,
+                pause,
+            }) => {
+                let fault = BodyFault::Trickle(Pace {
+                    free: after_body_bytes,
+                    step: step_bytes.max(1),
+                    pause,
+                });
                 forward(
                     &mut cr,
                     &mut cw,
@@ -294,7 +338,7 @@ async fn exchange(
         let mut sink = Sink::new(uw, None, &shared.counters.bytes_to_upstream);
         relay_body(cr, &mut sink, framing).await
     };
-    let recv = relay_response(ur, cw, req.is_head(), fault.map(|f| f.budget), shared);
+    let recv = relay_response(ur, cw, req.is_head(), fault, shared);
     tokio::pin!(send_body, recv);
     let mut body_done = framing == Framing::Empty;
     let response = loop {
@@ -309,10 +353,8 @@ async fn exchange(
     let Some((outcome, upstream_close)) = response else {
         return Ok(None);
     };
-    if let (BodyEnd::BudgetSpent, Some(f)) = (outcome, fault) {
-        if let Some(d) = f.stall {
-            tokio::time::sleep(d).await;
-        }
+    if let (BodyEnd::BudgetSpent, Some(BodyFault::Cut { stall: Some(d), .. })) = (outcome, fault) {
+        tokio::time::sleep(d).await;
     }
     // An early response leaves the unread rest of the request body on the
     // client socket, so the stream cannot carry another request.
@@ -326,7 +368,7 @@ async fn relay_response(
     ur: &mut WireReader,
     cw: &mut OwnedWriteHalf,
     request_is_head: bool,
-    budget: Option<u64>,
+    fault: Option<BodyFault>,
     shared: &Shared,
 ) -> io::Result<Option<(BodyEnd, bool)>> {
     let mut first = true;
@@ -359,7 +401,9 @@ async fn relay_response(
         }
         let framing = response_framing(request_is_head, &head)?;
         let close = head.wants_close() || framing == Framing::UntilClose;
-        let mut sink = Sink::new(cw, budget, &shared.counters.bytes_to_client);
+        let budget = fault.and_then(BodyFault::budget);
+        let mut sink = Sink::new(cw, budget, &shared.counters.bytes_to_client)
+            .paced(fault.and_then(BodyFault::pace));
         let end = relay_body(ur, &mut sink, framing).await?;
         return Ok(Some((end, close)));
     }

@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP/1.1 proxy on loopback, placed between an S3 client
 //! and a plain-HTTP S3 server so tests can make chosen requests fail in the
 //! ways real S3 and real networks fail: throttling and error statuses,
-//! bodies cut short, stalled connections and dropped connections.
+//! bodies cut short, stalled connections, bodies trickled a few bytes at a
+//! time and dropped connections.
 //!
 //! Point the client at [`FaultProxy::endpoint_url`] and queue [`FaultRule`]s
 //! with [`FaultProxy::push`]. Requests that no rule claims are forwarded
@@ -22,6 +23,11 @@
 //!   includes the chunk-size lines and CRLFs, not just payload bytes. If the
 //!   body ends before the budget is reached, the full response is delivered
 //!   and the connection is closed right after it.
+//! * [`FaultKind::Trickle`] delivers the whole body, but after its first
+//!   `after_body_bytes` only `step_bytes` at a time with `pause` between
+//!   steps, so every read makes progress while the transfer as a whole
+//!   crawls. The connection is closed after the body (or as soon as the
+//!   client gives up and closes its side).
 //! * Connections are closed with an orderly FIN, so a cut body reads as EOF
 //!   before `Content-Length` is satisfied rather than as a reset.
 //! * Dropping the [`FaultProxy`] stops accepting and closes all connections;
@@ -58,6 +64,16 @@ pub enum FaultKind {
     Stall {
         after_body_bytes: u64,
         duration: Duration,
+    },
+    /// Forward the request and relay the response head and the first
+    /// `after_body_bytes` bytes of the body at full speed; then drip the rest
+    /// `step_bytes` at a time (at least one) with `pause` before each step:
+    /// a server or link that never stalls long enough to look dead but
+    /// would take forever to finish.
+    Trickle {
+        after_body_bytes: u64,
+        step_bytes: u64,
+        pause: Duration,
     },
     /// Close the connection after reading the request, sending nothing.
     Reset,
@@ -127,6 +143,7 @@ pub struct FaultCounts {
     pub status: u64,
     pub cut_body: u64,
     pub stall: u64,
+    pub trickle: u64,
     pub reset: u64,
     pub delay: u64,
 }
@@ -137,6 +154,7 @@ impl FaultCounts {
             + self.status
             + self.cut_body
             + self.stall
+            + self.trickle
             + self.reset
             + self.delay
     }
@@ -151,7 +169,7 @@ pub struct ProxyStats {
     pub upstream_connections: u64,
     /// Request heads parsed, faulted or not.
     pub requests: u64,
-    /// Requests sent upstream (including CutBody/Stall ones).
+    /// Requests sent upstream (including CutBody/Stall/Trickle ones).
     pub forwarded: u64,
     pub faults: FaultCounts,
     /// Request bytes (heads and bodies) written upstream.
@@ -178,6 +196,7 @@ struct Counters {
     status: AtomicU64,
     cut_body: AtomicU64,
     stall: AtomicU64,
+    trickle: AtomicU64,
     reset: AtomicU64,
     delay: AtomicU64,
     bytes_to_upstream: AtomicU64,
@@ -215,6 +234,7 @@ impl Shared {
             FaultKind::Status { .. } => &c.status,
             FaultKind::CutBody { .. } => &c.cut_body,
             FaultKind::Stall { .. } => &c.stall,
+            FaultKind::Trickle { .. } => &c.trickle,
             FaultKind::Reset => &c.reset,
             FaultKind::Delay { .. } => &c.delay,
         });
@@ -235,6 +255,7 @@ impl Shared {
                 status: get(&c.status),
                 cut_body: get(&c.cut_body),
                 stall: get(&c.stall),
+                trickle: get(&c.trickle),
                 reset: get(&c.reset),
                 delay: get(&c.delay),
             },

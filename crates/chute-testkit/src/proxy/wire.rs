@@ -7,6 +7,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -367,12 +368,54 @@ pub(crate) fn response_framing(request_is_head: bool, head: &ResponseHead) -> io
     }
 }
 
+/// How a trickled body is written: `free` bytes at full speed, then `step`
+/// bytes after each `pause`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    pub(crate) free: u64,
+    pub(crate) step: u64,
+    pub(crate) pause: Duration,
+}
+
+impl Pace {
+    async fn write(
+        &mut self,
+        out: &mut OwnedWriteHalf,
+        data: &[u8],
+        counter: Option<&AtomicU64>,
+    ) -> io::Result<()> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = if self.free > 0 {
+                let n = usize::try_from(self.free)
+                    .unwrap_or(usize::MAX)
+                    .min(rest.len());
+                self.free -= n as u64;
+                n
+            } else {
+                tokio::time::sleep(self.pause).await;
+                usize::try_from(self.step)
+                    .unwrap_or(usize::MAX)
+                    .min(rest.len())
+            };
+            out.write_all(&rest[..n]).await?;
+            if let Some(c) = counter {
+                c.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+}
+
 /// Destination of relayed body bytes, optionally capped at a byte budget
-/// (the fault point for CutBody/Stall). Without a writer it discards, which
-/// is how bodies of requests answered synthetically are skipped.
+/// (the fault point for CutBody/Stall) or paced (Trickle). Without a writer
+/// it discards, which is how bodies of requests answered synthetically are
+/// skipped.
 pub(crate) struct Sink<'a> {
     out: Option<&'a mut OwnedWriteHalf>,
     budget: Option<u64>,
+    pace: Option<Pace>,
     counter: Option<&'a AtomicU64>,
 }
 
@@ -385,14 +428,21 @@ impl<'a> Sink<'a> {
         Sink {
             out: Some(out),
             budget,
+            pace: None,
             counter: Some(counter),
         }
+    }
+
+    pub(crate) fn paced(mut self, pace: Option<Pace>) -> Self {
+        self.pace = pace;
+        self
     }
 
     pub(crate) fn discard() -> Sink<'static> {
         Sink {
             out: None,
             budget: None,
+            pace: None,
             counter: None,
         }
     }
@@ -409,11 +459,16 @@ impl<'a> Sink<'a> {
             None => data.len(),
         };
         if n > 0 {
-            if let Some(out) = self.out.as_mut() {
-                out.write_all(&data[..n]).await?;
-            }
-            if let Some(c) = self.counter {
-                c.fetch_add(n as u64, Ordering::Relaxed);
+            match (self.out.as_mut(), self.pace.as_mut()) {
+                (Some(out), Some(pace)) => pace.write(out, &data[..n], self.counter).await?,
+                (out, _) => {
+                    if let Some(out) = out {
+                        out.write_all(&data[..n]).await?;
+                    }
+                    if let Some(c) = self.counter {
+                        c.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
             }
             if let Some(b) = self.budget.as_mut() {
                 *b -= n as u64;
