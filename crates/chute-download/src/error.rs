@@ -44,6 +44,10 @@ pub enum DownloadError {
         source: io::Error,
     },
 
+    /// Another download is writing into DEST (it holds DEST's lock).
+    #[error("another download is writing to {} ({holder}); wait for it to finish or choose another destination", dest.display())]
+    DestBusy { dest: PathBuf, holder: String },
+
     /// Another `chute download` holds the resume state of the same DEST.
     #[error("another chute download is writing to {} (it holds the lock on {}); wait for it or choose another destination", dest.display(), state.display())]
     Busy { dest: PathBuf, state: PathBuf },
@@ -80,7 +84,8 @@ impl DownloadError {
             DownloadError::Destination { .. }
             | DownloadError::NotEnoughSpace { .. }
             | DownloadError::DiskFull { .. }
-            | DownloadError::Busy { .. } => true,
+            | DownloadError::Busy { .. }
+            | DownloadError::DestBusy { .. } => true,
             DownloadError::Store(e) => e.class() == ErrorClass::Usage,
             _ => false,
         }

@@ -12,8 +12,14 @@
 //!   state file beside DEST (`<parent>/.<name>.chute-state`, see [`state`]); a
 //!   rerun skips files that match, fetches the rest and removes what an
 //!   interrupted run left in `.chute-tmp`.
+//! - **One download per DEST.** DEST itself is locked (see `lock`): a second
+//!   download into it fails at once, naming the first.
 //! - **Nothing is written outside DEST.** Unsafe keys are skipped and counted;
-//!   paths are re-checked here, and a symbolic link on the way stops the run.
+//!   every path under DEST is walked from DEST's handle without following
+//!   symbolic links (see [`paths`]), so a link planted inside DEST stops the
+//!   run instead of leading out of it.
+//! - **A refused download creates nothing.** DEST, the state and the space are
+//!   checked before DEST, its parents or the state file are created.
 //! - **Space is checked first.** The bytes still to fetch (rounded to blocks)
 //!   are compared with the free space of DEST's file system before any GET.
 //!
@@ -23,14 +29,17 @@
 //! file-system job each, off the async workers. The defaults were chosen by
 //! measurement (README, "Measurements").
 //!
-//! Durability (`fsync`): off by default. A kill of the process (SIGKILL, OOM)
-//! loses nothing the kernel already has, which is what resume relies on; only a
-//! crash of the machine could leave a renamed file without its data, and a
-//! training container does not survive that anyway. With `fsync`, each file is
-//! synced before its rename and the file system is synced at the end.
+//! Durability: a file is recorded complete only after a sync of DEST's file
+//! system (`syncfs`) that started after its rename, so after a crash of the
+//! machine the state never vouches for a file whose bytes did not reach the
+//! disk. One sync covers every file completed since the previous one (at most
+//! one runs at a time, about one a second, off the transfers), and the last
+//! one runs before `download` returns. With `fsync`, each file is also synced
+//! before its rename, so no file under its final name can lose its bytes.
 
 mod digest;
 mod error;
+mod lock;
 pub mod paths;
 mod progress;
 mod space;
@@ -38,7 +47,10 @@ pub mod state;
 mod transfer;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,7 +62,8 @@ use tokio::task::JoinSet;
 
 pub use error::DownloadError;
 
-use paths::{safe_relative, Dirs, TMP_DIR_NAME};
+use lock::{lock_dest, DestLock};
+use paths::{entry_at, is_dir, is_file, safe_relative, Dirs, Missing, TmpDir, TMP_DIR_NAME};
 use progress::Progress;
 use state::{Entry, State};
 use transfer::{Job, Shared, FS_TRACKER_PERMITS};
@@ -72,7 +85,7 @@ pub struct DownloadOptions {
     pub progress: bool,
     /// Compare the bytes to fetch with DEST's free space before starting.
     pub space_check: bool,
-    /// Sync each file before renaming it into place (see the crate docs).
+    /// Also sync each file before renaming it into place (see the crate docs).
     pub fsync: bool,
     /// Check single-GET objects against an MD5 ETag.
     pub verify_md5: bool,
@@ -251,27 +264,17 @@ pub async fn download(
     summary.skipped_existing = prep.skipped_existing;
     let Prepared {
         dest,
-        mut state,
+        state,
         jobs,
         dirs,
+        tmp,
+        lock: _lock,
         ..
     } = prep;
 
     let total: u64 = jobs
         .iter()
         .fold(0u64, |s, j| s.saturating_add(j.object.size));
-    if opts.space_check && !jobs.is_empty() {
-        let (available, block) = space::available(&dest)?;
-        let needed = space::needed(jobs.iter().map(|j| j.object.size), block);
-        if needed > available {
-            return Err(DownloadError::NotEnoughSpace {
-                dest,
-                needed,
-                available,
-                objects: jobs.len(),
-            });
-        }
-    }
     tracing::info!(
         dest = %dest.display(),
         objects = jobs.len(),
@@ -280,19 +283,29 @@ pub async fn download(
         "downloading"
     );
 
-    let tmp_dir = dest.join(TMP_DIR_NAME);
-    std::fs::create_dir(&tmp_dir)
-        .map_err(|e| DownloadError::io("create the temporary directory", &tmp_dir, e))?;
+    let tmp_path = tmp.path.clone();
     let mut guard = TmpGuard {
-        path: tmp_dir.clone(),
+        path: tmp_path.clone(),
         armed: true,
+    };
+    let fs_handle = Arc::new(
+        dirs.root()
+            .try_clone()
+            .map_err(|e| DownloadError::io("open", &dest, e))?,
+    );
+    let mut recorder = Recorder {
+        state,
+        fs: fs_handle.clone(),
+        dest: dest.clone(),
+        waiting: Vec::new(),
+        syncing: None,
     };
 
     let concurrency = opts.concurrency.max(1);
     let shared = Arc::new(Shared {
         client: client.clone(),
         dest: dest.clone(),
-        tmp_dir: tmp_dir.clone(),
+        tmp,
         part_size: opts.part_size.max(64 << 10),
         write_buffer: opts.write_buffer.max(4096),
         in_memory_max: opts.small_object,
@@ -309,7 +322,7 @@ pub async fn download(
         progress: Progress::new(opts.progress, total, jobs.len()),
     });
 
-    let outcome = run_jobs(&shared, jobs, concurrency, &mut state, &mut summary).await;
+    let outcome = run_jobs(&shared, jobs, concurrency, &mut recorder, &mut summary).await;
     shared.progress.finish();
     // Whatever happened, no file-system job may still be writing when the
     // temporary directory goes.
@@ -318,18 +331,16 @@ pub async fn download(
         .acquire_many(FS_TRACKER_PERMITS)
         .await
         .map_err(|_| DownloadError::Internal("file-system job tracker closed".into()))?;
-    let cleanup = remove_tmp_dir(&tmp_dir);
+    let cleanup = remove_tmp_dir(&tmp_path);
     guard.armed = false;
-    let state_result = match state.as_mut() {
-        Some(st) if opts.fsync => st.sync(),
-        Some(st) => st.flush(),
-        None => Ok(()),
-    };
+    // Files completed before a failure are recorded too (once on disk), so
+    // that a rerun keeps them.
+    let recorded = recorder.finish().await;
     outcome?;
     cleanup?;
-    state_result?;
-    if opts.fsync {
-        sync_fs(&dest)?;
+    let synced_at_end = recorded?;
+    if opts.fsync && !synced_at_end {
+        sync_fs(&fs_handle, &dest)?;
     }
     summary.retries = client
         .stats()
@@ -341,20 +352,21 @@ pub async fn download(
 }
 
 /// Runs the transfers, `concurrency` objects at a time (each holding at least
-/// one request slot), recording each completed file and flushing the record
-/// regularly. Returns at the first error, after every task has stopped.
+/// one request slot), passing each completed file to the recorder and letting
+/// it sync and record them regularly. Returns at the first error, after every
+/// task has stopped.
 async fn run_jobs(
     shared: &Arc<Shared>,
     jobs: Vec<Job>,
     concurrency: usize,
-    state: &mut Option<State>,
+    recorder: &mut Recorder,
     summary: &mut DownloadSummary,
 ) -> Result<(), DownloadError> {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut set: JoinSet<Result<Arc<Job>, DownloadError>> = JoinSet::new();
     let mut pending = jobs.into_iter();
     let mut next = pending.next();
-    let mut tick = tokio::time::interval(state::FLUSH_EVERY);
+    let mut tick = tokio::time::interval(state::SYNC_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         if next.is_none() && set.is_empty() {
@@ -363,7 +375,7 @@ async fn run_jobs(
         tokio::select! {
             biased;
             Some(done) = set.join_next(), if !set.is_empty() => {
-                if let Err(e) = completed(done, shared, state, summary) {
+                if let Err(e) = completed(done, shared, recorder, summary) {
                     break Err(e);
                 }
             }
@@ -379,13 +391,12 @@ async fn run_jobs(
                 });
                 next = pending.next();
             }
-            _ = tick.tick() => {
-                if let Some(st) = state.as_mut() {
-                    if let Err(e) = st.flush() {
-                        break Err(e);
-                    }
+            synced = recorder.synced(), if recorder.is_syncing() => {
+                if let Err(e) = synced.and_then(|batch| recorder.record(&batch)) {
+                    break Err(e);
                 }
             }
+            _ = tick.tick() => recorder.start_sync(),
         }
     };
     if result.is_err() {
@@ -398,21 +409,94 @@ async fn run_jobs(
 fn completed(
     done: Result<Result<Arc<Job>, DownloadError>, tokio::task::JoinError>,
     shared: &Shared,
-    state: &mut Option<State>,
+    recorder: &mut Recorder,
     summary: &mut DownloadSummary,
 ) -> Result<(), DownloadError> {
     let job = done.map_err(|e| DownloadError::Internal(format!("transfer task failed: {e}")))??;
     summary.objects += 1;
     summary.bytes += job.object.size;
     shared.progress.object_done();
-    if let (Some(st), Some(etag)) = (state.as_mut(), job.object.etag.as_deref()) {
-        st.record(&Entry {
+    if let Some(etag) = job.object.etag.as_deref() {
+        recorder.add(Entry {
             path: job.object.path.clone(),
             size: job.object.size,
             etag: bare_etag(etag).to_owned(),
-        })?;
+        });
     }
     Ok(())
+}
+
+/// Completed files on their way into the resume state. A batch is recorded
+/// only after a sync of DEST's file system that started once all of its files
+/// were in place, so a record never outlives its data; at most one sync runs
+/// at a time, on the blocking pool.
+struct Recorder {
+    state: Option<State>,
+    /// A handle on DEST's file system, for `syncfs`.
+    fs: Arc<File>,
+    dest: PathBuf,
+    /// Completed since the running sync started.
+    waiting: Vec<Entry>,
+    /// The running sync, returning the entries it covers.
+    syncing: Option<tokio::task::JoinHandle<Result<Vec<Entry>, DownloadError>>>,
+}
+
+impl Recorder {
+    fn add(&mut self, entry: Entry) {
+        if self.state.is_some() {
+            self.waiting.push(entry);
+        }
+    }
+
+    fn is_syncing(&self) -> bool {
+        self.syncing.is_some()
+    }
+
+    /// Starts a sync covering the waiting entries, unless one is running.
+    fn start_sync(&mut self) {
+        if self.syncing.is_some() || self.waiting.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.waiting);
+        let (fs, dest) = (self.fs.clone(), self.dest.clone());
+        self.syncing = Some(tokio::task::spawn_blocking(move || {
+            sync_fs(&fs, &dest)?;
+            Ok(batch)
+        }));
+    }
+
+    /// Waits for the running sync (forever if there is none); cancel-safe.
+    async fn synced(&mut self) -> Result<Vec<Entry>, DownloadError> {
+        let Some(handle) = self.syncing.as_mut() else {
+            return std::future::pending().await;
+        };
+        let done = handle.await;
+        self.syncing = None;
+        done.map_err(|e| DownloadError::Internal(format!("sync failed: {e}")))?
+    }
+
+    fn record(&mut self, batch: &[Entry]) -> Result<(), DownloadError> {
+        match self.state.as_mut() {
+            Some(st) => st.record_all(batch),
+            None => Ok(()),
+        }
+    }
+
+    /// Syncs and records whatever is left; returns whether the file system
+    /// was synced after the last file completed.
+    async fn finish(&mut self) -> Result<bool, DownloadError> {
+        if self.syncing.is_some() {
+            let batch = self.synced().await?;
+            self.record(&batch)?;
+        }
+        if self.waiting.is_empty() {
+            return Ok(false);
+        }
+        self.start_sync();
+        let batch = self.synced().await?;
+        self.record(&batch)?;
+        Ok(true)
+    }
 }
 
 struct Prepared {
@@ -421,32 +505,41 @@ struct Prepared {
     jobs: Vec<Job>,
     skipped_existing: usize,
     dirs: Dirs,
+    tmp: TmpDir,
+    lock: DestLock,
 }
 
-/// Everything before the first byte moves (blocking): DEST made and checked,
-/// the state loaded and locked, leftovers removed, complete files skipped, the
-/// paths checked for links and files in the way, empty directories made.
+/// Where DEST is, before anything is created.
+struct Place {
+    /// Absolute, with the existing part resolved.
+    dest: PathBuf,
+    /// DEST if it exists, else its deepest existing ancestor.
+    existing: PathBuf,
+    /// The missing directories down to DEST, outermost first.
+    missing: Vec<PathBuf>,
+}
+
+/// Everything before the first byte moves (blocking). First what only reads:
+/// DEST located and, if it exists, locked; the state loaded; leftovers of an
+/// interrupted run removed; complete files skipped; paths checked for links
+/// and files in the way; free space measured. Only then are DEST, the state
+/// file, the plan's empty directories and the temporary directory created, and
+/// a failure there removes what was created: a refused download leaves nothing.
 fn prepare(
     dest: &Path,
     opts: &DownloadOptions,
     jobs: Vec<Job>,
     plan_dirs: Vec<PathBuf>,
 ) -> Result<Prepared, DownloadError> {
-    std::fs::create_dir_all(dest).map_err(|e| DownloadError::Destination {
-        path: dest.to_path_buf(),
-        detail: format!("cannot be created: {e}"),
-    })?;
-    let dest = dest
-        .canonicalize()
-        .map_err(|e| DownloadError::io("resolve", dest, e))?;
-    if !dest.is_dir() {
-        return Err(DownloadError::Destination {
-            path: dest,
-            detail: "is not a directory".into(),
-        });
-    }
+    let place = locate(dest)?;
+    let dest = place.dest.clone();
+    let mut held = if place.missing.is_empty() {
+        Some(open_dest(&dest)?)
+    } else {
+        None
+    };
 
-    let state_path = if opts.resume {
+    let mut state_path = if opts.resume {
         opts.state_file
             .clone()
             .or_else(|| state::default_state_path(&dest))
@@ -455,65 +548,32 @@ fn prepare(
     };
     let (mut state, recorded) = match &state_path {
         None => (None, HashMap::new()),
-        Some(p) => match State::open(p, &dest) {
-            Ok((st, entries)) => (Some(st), entries),
+        Some(p) => match State::open_existing(p, &dest) {
+            Ok(Some((st, entries))) => (Some(st), entries),
+            Ok(None) => (None, HashMap::new()),
             Err(e @ DownloadError::Busy { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!("resume is off for this run: {e}");
+                state_path = None;
                 (None, HashMap::new())
             }
         },
     };
 
-    let tmp_dir = dest.join(TMP_DIR_NAME);
-    match std::fs::symlink_metadata(&tmp_dir) {
-        Ok(m) => {
-            let removed = if m.is_dir() {
-                let n = std::fs::read_dir(&tmp_dir).map(|d| d.count()).unwrap_or(0);
-                std::fs::remove_dir_all(&tmp_dir).map(|()| n)
-            } else {
-                std::fs::remove_file(&tmp_dir).map(|()| 1)
-            }
-            .map_err(|e| DownloadError::io("remove leftovers in", &tmp_dir, e))?;
-            if removed > 0 {
-                tracing::info!(
-                    dir = %tmp_dir.display(),
-                    files = removed,
-                    "removed temporary files of an interrupted download"
-                );
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DownloadError::io("inspect", &tmp_dir, e)),
+    if let Some((dirs, _)) = &held {
+        remove_leftovers(dirs)?;
     }
-
-    let dirs = Dirs::new(dest.clone());
     let mut keep = Vec::new();
     let mut fetch = Vec::with_capacity(jobs.len());
     let mut skipped_existing = 0;
     for job in jobs {
-        dirs.check_ancestors(&job.rel)?;
-        let target = dest.join(&job.rel);
-        let on_disk = match std::fs::symlink_metadata(&target) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(DownloadError::io("inspect", &target, e)),
+        let on_disk = match &held {
+            Some((dirs, _)) => file_on_disk(dirs, &job)?,
+            None => None,
         };
-        if let Some(m) = &on_disk {
-            if m.is_dir() {
-                return Err(DownloadError::Destination {
-                    path: target,
-                    detail: format!(
-                        "is a directory where the download needs the file of s3://{}/{}: remove it or choose another destination",
-                        job.object.bucket, job.object.key
-                    ),
-                });
-            }
-        }
-        let complete = match (recorded.get(&job.object.path), &job.object.etag, &on_disk) {
-            (Some(entry), Some(etag), Some(m)) => {
-                m.is_file()
-                    && m.len() == job.object.size
+        let complete = match (recorded.get(&job.object.path), &job.object.etag, on_disk) {
+            (Some(entry), Some(etag), Some(len)) => {
+                len == job.object.size
                     && entry.size == job.object.size
                     && entry.etag == bare_etag(etag)
             }
@@ -528,20 +588,245 @@ fn prepare(
             fetch.push(job);
         }
     }
-    for d in &plan_dirs {
-        dirs.check_ancestors(&d.join("x"))?;
-        dirs.create(d)?;
+    if let Some((dirs, _)) = &held {
+        for d in &plan_dirs {
+            dirs.open_dir(d, Missing::Stop, d)?;
+        }
     }
-    if let Some(st) = state.as_mut() {
-        st.rewrite(keep.iter())?;
+    if opts.space_check && !fetch.is_empty() {
+        let (available, block) = space::available(&place.existing)?;
+        let needed = space::needed(fetch.iter().map(|j| j.object.size), block);
+        if needed > available {
+            return Err(DownloadError::NotEnoughSpace {
+                dest,
+                needed,
+                available,
+                objects: fetch.len(),
+            });
+        }
     }
+
+    // From here on, things are created.
+    let mut undo = Undo::default();
+    let made = (|| {
+        let (dirs, lock) = match held.take() {
+            Some(h) => h,
+            None => {
+                create_dest(&place, &mut undo)?;
+                let h = open_dest(&dest).inspect_err(|_| {
+                    // Whoever holds DEST now may be using it.
+                    undo.dirs.retain(|d| d != &dest);
+                })?;
+                undo.own_dest = true;
+                h
+            }
+        };
+        if let (None, Some(p)) = (&state, &state_path) {
+            match State::create(p, &dest) {
+                Ok(st) => {
+                    undo.state_file = Some(p.clone());
+                    state = Some(st);
+                }
+                Err(e @ DownloadError::Busy { .. }) => return Err(e),
+                Err(e) => tracing::warn!("resume is off for this run: {e}"),
+            }
+        }
+        if let Some(st) = state.as_mut() {
+            st.rewrite(keep.iter())?;
+        }
+        for d in &plan_dirs {
+            dirs.create(d)?;
+        }
+        let tmp = TmpDir::create(&dirs)?;
+        Ok((dirs, lock, tmp))
+    })();
+    let (dirs, lock, tmp) = match made {
+        Ok(m) => m,
+        Err(e) => {
+            drop(state);
+            undo.run(&dest);
+            return Err(e);
+        }
+    };
     Ok(Prepared {
         dest,
         state,
         jobs: fetch,
         skipped_existing,
         dirs,
+        tmp,
+        lock,
     })
+}
+
+/// Finds DEST without creating it: an existing DEST must be a directory (a
+/// link to one is taken as given), a missing one needs an existing directory
+/// above it.
+fn locate(dest: &Path) -> Result<Place, DownloadError> {
+    let bad = |path: &Path, detail: String| DownloadError::Destination {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let abs = if dest.is_absolute() {
+        dest.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| DownloadError::io("find the current directory for", dest, e))?
+            .join(dest)
+    };
+    let mut missing: Vec<OsString> = Vec::new();
+    let mut cur = abs.as_path();
+    let existing = loop {
+        match std::fs::metadata(cur) {
+            Ok(m) if m.is_dir() => {
+                break cur
+                    .canonicalize()
+                    .map_err(|e| DownloadError::io("resolve", cur, e))?
+            }
+            Ok(_) if missing.is_empty() => return Err(bad(cur, "is not a directory".into())),
+            Ok(_) => {
+                return Err(bad(
+                    cur,
+                    format!(
+                        "is not a directory, so {} cannot be created in it",
+                        abs.display()
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(bad(cur, format!("cannot be used: {e}"))),
+        }
+        match (cur.components().next_back(), cur.parent()) {
+            (Some(Component::Normal(name)), Some(parent)) => {
+                missing.push(name.to_owned());
+                cur = parent;
+            }
+            _ => {
+                return Err(bad(
+                    &abs,
+                    "cannot be created: its path goes through '..' or '.' below a directory that does not exist".into(),
+                ))
+            }
+        }
+    };
+    let mut dest = existing.clone();
+    let mut chain = Vec::with_capacity(missing.len());
+    for name in missing.iter().rev() {
+        dest.push(name);
+        chain.push(dest.clone());
+    }
+    Ok(Place {
+        dest,
+        existing,
+        missing: chain,
+    })
+}
+
+/// What [`prepare`] created, removed again when it fails.
+#[derive(Default)]
+struct Undo {
+    /// Directories made for DEST, outermost first.
+    dirs: Vec<PathBuf>,
+    /// DEST was made and locked by this run: nothing else wrote into it.
+    own_dest: bool,
+    state_file: Option<PathBuf>,
+}
+
+impl Undo {
+    fn run(self, dest: &Path) {
+        if let Some(p) = &self.state_file {
+            let _ = std::fs::remove_file(p);
+        }
+        if self.own_dest {
+            let _ = std::fs::remove_dir_all(dest);
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn create_dest(place: &Place, undo: &mut Undo) -> Result<(), DownloadError> {
+    for dir in &place.missing {
+        match std::fs::create_dir(dir) {
+            Ok(()) => undo.dirs.push(dir.clone()),
+            // Made by someone else meanwhile: not ours to remove.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => {
+                return Err(DownloadError::Destination {
+                    path: dir.clone(),
+                    detail: format!("cannot be created: {e}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the directory DEST and takes its lock.
+fn open_dest(dest: &Path) -> Result<(Dirs, DestLock), DownloadError> {
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
+        .open(dest)
+        .map_err(|e| DownloadError::Destination {
+            path: dest.to_path_buf(),
+            detail: format!("cannot be opened as a directory: {e}"),
+        })?;
+    let lock = lock_dest(&root, dest)?;
+    Ok((Dirs::new(dest.to_path_buf(), root), lock))
+}
+
+/// The size of the regular file at `job`'s path, if there is one; a
+/// directory there, or a link or file on the way to it, is an error.
+fn file_on_disk(dirs: &Dirs, job: &Job) -> Result<Option<u64>, DownloadError> {
+    let Some(parent) = dirs.open_parent(&job.rel, Missing::Stop)? else {
+        return Ok(None);
+    };
+    let Some(name) = job.rel.file_name() else {
+        return Ok(None);
+    };
+    let target = dirs.dest().join(&job.rel);
+    match entry_at(&parent, name) {
+        Ok(Some(st)) if is_dir(&st) => Err(DownloadError::Destination {
+            path: target,
+            detail: format!(
+                "is a directory where the download needs the file of s3://{}/{}: remove it or choose another destination",
+                job.object.bucket, job.object.key
+            ),
+        }),
+        Ok(Some(st)) if is_file(&st) => Ok(u64::try_from(st.st_size).ok()),
+        Ok(_) => Ok(None),
+        Err(e) => Err(DownloadError::io("inspect", target, e.into())),
+    }
+}
+
+/// Removes what an interrupted run left in DEST's temporary directory (DEST
+/// is locked: no download is using it).
+fn remove_leftovers(dirs: &Dirs) -> Result<(), DownloadError> {
+    let tmp_dir = dirs.dest().join(TMP_DIR_NAME);
+    match std::fs::symlink_metadata(&tmp_dir) {
+        Ok(m) => {
+            // `remove_dir_all` does not follow links inside the tree.
+            let removed = if m.is_dir() {
+                let n = std::fs::read_dir(&tmp_dir).map(|d| d.count()).unwrap_or(0);
+                std::fs::remove_dir_all(&tmp_dir).map(|()| n)
+            } else {
+                std::fs::remove_file(&tmp_dir).map(|()| 1)
+            }
+            .map_err(|e| DownloadError::io("remove leftovers in", &tmp_dir, e))?;
+            if removed > 0 {
+                tracing::info!(
+                    dir = %tmp_dir.display(),
+                    files = removed,
+                    "removed temporary files of an interrupted download"
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DownloadError::io("inspect", &tmp_dir, e)),
+    }
 }
 
 fn remove_tmp_dir(path: &Path) -> Result<(), DownloadError> {
@@ -552,9 +837,8 @@ fn remove_tmp_dir(path: &Path) -> Result<(), DownloadError> {
     }
 }
 
-fn sync_fs(dest: &Path) -> Result<(), DownloadError> {
-    let dir = std::fs::File::open(dest).map_err(|e| DownloadError::io("open", dest, e))?;
-    nix::unistd::syncfs(&dir)
+fn sync_fs(fs: &File, dest: &Path) -> Result<(), DownloadError> {
+    nix::unistd::syncfs(fs)
         .map_err(|e| DownloadError::io("sync the file system of", dest, e.into()))
 }
 

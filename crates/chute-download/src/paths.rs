@@ -1,14 +1,25 @@
 //! Where files go under DEST, and the checks that keep every write inside it.
 //!
 //! The plan already refuses unsafe keys; this is the second line of defence, for
-//! plans built by hand or by future code: a path is only joined to DEST when every
-//! component is a plain name, and a directory on the way that is a symbolic link
-//! (which could point anywhere) stops the download instead of being followed.
+//! plans built by hand or by future code: a path is only used under DEST when
+//! every component is a plain name. Paths under DEST are never resolved by the
+//! kernel as a whole: [`Dirs`] holds DEST open and walks to a file's directory
+//! one component at a time with `openat(O_NOFOLLOW | O_DIRECTORY)`, making
+//! missing directories with `mkdirat`, and files are created and renamed
+//! relative to those directory handles. A symbolic link planted anywhere inside
+//! DEST, before or during the download, is therefore never followed: it stops
+//! the download instead.
 
-use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 
 use chute_plan::{check_rel_path, PathKind};
 
@@ -52,101 +63,277 @@ pub fn safe_relative(rel: &str) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// Checks, once per directory, that the directories leading to a file under DEST
-/// are real directories (or do not exist yet), and creates them on demand.
+/// DEST held open, and the directory walks beneath it (blocking calls).
 pub struct Dirs {
     dest: PathBuf,
-    checked: Mutex<HashSet<PathBuf>>,
-    created: Mutex<HashSet<PathBuf>>,
+    root: File,
+}
+
+/// How a walk treats a directory that does not exist yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Stop: nothing below it exists either.
+    Stop,
+    /// Make it (`mkdirat`).
+    Create,
 }
 
 impl Dirs {
-    pub fn new(dest: PathBuf) -> Dirs {
-        Dirs {
-            dest,
-            checked: Mutex::new(HashSet::new()),
-            created: Mutex::new(HashSet::new()),
-        }
+    /// `root` is DEST (the directory at `dest`), opened by the caller.
+    pub fn new(dest: PathBuf, root: File) -> Dirs {
+        Dirs { dest, root }
     }
 
-    /// Checks the ancestors of `rel` (relative to DEST) before any byte moves:
-    /// a symbolic link or a file where a directory must be is an error.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// DEST's own handle.
+    pub fn root(&self) -> &File {
+        &self.root
+    }
+
+    /// Opens the directory `rel` under DEST one component at a time, never
+    /// through a symbolic link. `None` when a component is missing and
+    /// `missing` is [`Missing::Stop`]. `for_path` names what the directory is
+    /// needed for, in messages.
+    pub fn open_dir(
+        &self,
+        rel: &Path,
+        missing: Missing,
+        for_path: &Path,
+    ) -> Result<Option<OwnedFd>, DownloadError> {
+        let mut cur: OwnedFd = self
+            .root
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| DownloadError::io("open", &self.dest, e))?;
+        let mut so_far = PathBuf::new();
+        for c in rel.components() {
+            let Component::Normal(name) = c else {
+                return Err(DownloadError::Internal(format!(
+                    "unchecked path {} reached the file system",
+                    rel.display()
+                )));
+            };
+            so_far.push(name);
+            cur = match open_subdir(&cur, name) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) if missing == Missing::Stop => return Ok(None),
+                Err(Errno::ENOENT) => {
+                    match mkdirat(&cur, name, Mode::from_bits_truncate(0o777)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(DownloadError::io(
+                                "create directory",
+                                self.dest.join(&so_far),
+                                e.into(),
+                            ))
+                        }
+                    }
+                    open_subdir(&cur, name)
+                        .map_err(|e| self.walk_error(&cur, name, &so_far, for_path, e))?
+                }
+                Err(e) => return Err(self.walk_error(&cur, name, &so_far, for_path, e)),
+            };
+        }
+        Ok(Some(cur))
+    }
+
+    /// Opens the directory that holds the file `rel` (see [`Dirs::open_dir`]).
+    pub fn open_parent(
+        &self,
+        rel: &Path,
+        missing: Missing,
+    ) -> Result<Option<OwnedFd>, DownloadError> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        self.open_dir(parent, missing, rel)
+    }
+
+    /// Checks the directories leading to the file `rel`: a symbolic link or a
+    /// file where a directory must be is an error.
     pub fn check_ancestors(&self, rel: &Path) -> Result<(), DownloadError> {
-        let mut cur = PathBuf::new();
-        let Some(parent) = rel.parent() else {
-            return Ok(());
-        };
-        for c in parent.components() {
-            cur.push(c);
-            if lock(&self.checked).contains(&cur) {
-                continue;
-            }
-            let full = self.dest.join(&cur);
-            match std::fs::symlink_metadata(&full) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // Nothing below can exist either.
-                    return Ok(());
-                }
-                Err(e) => return Err(DownloadError::io("inspect", full, e)),
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(DownloadError::Destination {
-                        path: full,
-                        detail: format!(
-                            "is a symbolic link where the download needs a directory (for {}); chute does not write through links, which could lead outside the destination: remove it",
-                            rel.display()
-                        ),
-                    })
-                }
-                Ok(m) if !m.is_dir() => {
-                    return Err(DownloadError::Destination {
-                        path: full,
-                        detail: format!(
-                            "is a file where the download needs a directory (for {}): remove it or choose another destination",
-                            rel.display()
-                        ),
-                    })
-                }
-                Ok(_) => {
-                    lock(&self.checked).insert(cur.clone());
-                }
-            }
-        }
-        Ok(())
+        self.open_parent(rel, Missing::Stop).map(drop)
     }
 
-    /// Creates the parent directories of `rel` under DEST (blocking).
-    pub fn create_parents(&self, rel: &Path) -> Result<(), DownloadError> {
-        let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else {
-            return Ok(());
-        };
-        self.create(parent)
-    }
-
-    /// Creates `rel` and its parents under DEST (blocking).
+    /// Creates the directory `rel` and its parents under DEST.
     pub fn create(&self, rel: &Path) -> Result<(), DownloadError> {
-        if lock(&self.created).contains(rel) {
-            return Ok(());
+        self.open_dir(rel, Missing::Create, rel).map(drop)
+    }
+
+    fn walk_error(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        so_far: &Path,
+        for_path: &Path,
+        e: Errno,
+    ) -> DownloadError {
+        let full = self.dest.join(so_far);
+        let kind = fstatat(parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT);
+        match (e, kind) {
+            (Errno::ENOTDIR | Errno::ELOOP, Ok(k)) if k == SFlag::S_IFLNK => DownloadError::Destination {
+                path: full,
+                detail: format!(
+                    "is a symbolic link where the download needs a directory (for {}); chute does not write through links, which could lead outside the destination: remove it",
+                    for_path.display()
+                ),
+            },
+            (Errno::ENOTDIR | Errno::ELOOP, _) => DownloadError::Destination {
+                path: full,
+                detail: format!(
+                    "is a file where the download needs a directory (for {}): remove it or choose another destination",
+                    for_path.display()
+                ),
+            },
+            (e, _) => DownloadError::io("open directory", full, e.into()),
         }
-        let full = self.dest.join(rel);
-        std::fs::create_dir_all(&full).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(nix::libc::ENOTDIR) {
-                DownloadError::Destination {
-                    path: full.clone(),
-                    detail: "cannot be created as a directory: a file is in the way (remove it or choose another destination)".into(),
-                }
-            } else {
-                DownloadError::io("create directory", full.clone(), e)
-            }
-        })?;
-        lock(&self.created).insert(rel.to_path_buf());
-        Ok(())
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere cannot leave a set of paths half-updated in a way that
-    // matters: the worst case is one more stat or mkdir.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// `name` in `parent`, if it is a directory and not a link to one.
+fn open_subdir(parent: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    openat(
+        parent,
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// What is at `name` in `dir`, without following a link; `None` if nothing.
+pub fn entry_at(dir: &OwnedFd, name: &OsStr) -> Result<Option<nix::sys::stat::FileStat>, Errno> {
+    match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a stat result is a directory.
+pub fn is_dir(st: &nix::sys::stat::FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// Whether a stat result is a regular file.
+pub fn is_file(st: &nix::sys::stat::FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+}
+
+/// DEST's temporary directory, held open: temporary files are created in it
+/// and renamed out of it through this handle, never by path.
+pub struct TmpDir {
+    fd: OwnedFd,
+    /// For messages.
+    pub path: PathBuf,
+}
+
+/// A temporary file being written, by its name in [`TmpDir`] and its handle.
+pub struct TempFile {
+    pub name: String,
+    pub file: Arc<File>,
+}
+
+/// Why a temporary file could not be renamed into place.
+pub enum PublishError {
+    /// The name no longer refers to the file that was written and checked.
+    Replaced(PathBuf),
+    /// A directory is where the file should go.
+    DirectoryInTheWay,
+    Io(io::Error),
+}
+
+impl TmpDir {
+    /// Makes DEST's temporary directory (which must not exist) and opens it.
+    pub fn create(dirs: &Dirs) -> Result<TmpDir, DownloadError> {
+        let path = dirs.dest().join(TMP_DIR_NAME);
+        match mkdirat(dirs.root(), TMP_DIR_NAME, Mode::from_bits_truncate(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                return Err(DownloadError::Destination {
+                    path,
+                    detail: "appeared while this download started: another process is writing into the destination (wait for it or choose another destination)".into(),
+                })
+            }
+            Err(e) => return Err(DownloadError::io("create the temporary directory", path, e.into())),
+        }
+        let fd = openat(
+            dirs.root(),
+            TMP_DIR_NAME,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| DownloadError::io("open the temporary directory", &path, e.into()))?;
+        Ok(TmpDir { fd, path })
+    }
+
+    /// A new, empty temporary file for the object at plan position `index`,
+    /// under a name no other file has (`O_EXCL`): what is later renamed into
+    /// place can only be a file this download created.
+    pub fn create_file(&self, index: usize) -> io::Result<TempFile> {
+        for attempt in 0..1000u32 {
+            let name = if attempt == 0 {
+                format!("{index}.part")
+            } else {
+                format!("{index}-{attempt}.part")
+            };
+            match openat(
+                &self.fd,
+                name.as_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o666),
+            ) {
+                Ok(fd) => {
+                    return Ok(TempFile {
+                        name,
+                        file: Arc::new(File::from(fd)),
+                    })
+                }
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::other("no free temporary file name"))
+    }
+
+    pub fn path_of(&self, t: &TempFile) -> PathBuf {
+        self.path.join(&t.name)
+    }
+
+    /// Renames `t` to `name` in the directory `to`, once its name is checked
+    /// to still refer to the very file that was written (same device and
+    /// inode as the handle): a file swapped in by another process is never
+    /// published.
+    pub fn publish(&self, t: &TempFile, to: &OwnedFd, name: &OsStr) -> Result<(), PublishError> {
+        let mine = nix::sys::stat::fstat(t.file.as_fd()).map_err(|e| PublishError::Io(e.into()))?;
+        match entry_at(&self.fd, OsStr::new(&t.name)) {
+            Ok(Some(st)) if st.st_dev == mine.st_dev && st.st_ino == mine.st_ino => {}
+            Ok(_) => return Err(PublishError::Replaced(self.path_of(t))),
+            Err(e) => return Err(PublishError::Io(e.into())),
+        }
+        match nix::fcntl::renameat(&self.fd, t.name.as_str(), to, name) {
+            Ok(()) => Ok(()),
+            Err(Errno::EISDIR | Errno::ENOTEMPTY | Errno::EEXIST) => {
+                Err(PublishError::DirectoryInTheWay)
+            }
+            Err(e) => Err(PublishError::Io(e.into())),
+        }
+    }
+
+    /// Removes `t` (a transfer that was not kept); the directory goes at the
+    /// end anyway.
+    pub fn discard(&self, t: &TempFile) {
+        let _ = nix::unistd::unlinkat(
+            &self.fd,
+            t.name.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
 }
 
 #[cfg(test)]
@@ -201,7 +388,8 @@ mod tests {
         std::fs::create_dir_all(dest.join("real")).expect("mkdir");
         std::os::unix::fs::symlink(outside.path(), dest.join("link")).expect("symlink");
         std::fs::write(dest.join("file"), b"x").expect("write");
-        let dirs = Dirs::new(dest.clone());
+        let root = File::open(&dest).expect("open dest");
+        let dirs = Dirs::new(dest.clone(), root);
         assert!(dirs.check_ancestors(Path::new("real/x")).is_ok());
         assert!(dirs.check_ancestors(Path::new("new/deeper/x")).is_ok());
         let err = dirs
@@ -213,9 +401,13 @@ mod tests {
             .check_ancestors(Path::new("file/x"))
             .expect_err("file in the way");
         assert!(err.to_string().contains("a file"), "{err}");
-        assert!(dirs.create_parents(Path::new("n/m/x")).is_ok());
+        assert!(dirs.create(Path::new("n/m")).is_ok());
         assert!(dest.join("n/m").is_dir());
-        assert!(dirs.create_parents(Path::new("file/y")).is_err());
+        assert!(dirs.create(Path::new("file/y")).is_err());
+        let err = dirs
+            .create(Path::new("link/y"))
+            .expect_err("not through the link");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(
             std::fs::read_dir(outside.path()).expect("read").count(),
             0,

@@ -19,10 +19,10 @@
 //! one exception: a streamed batch is written in place while the page cache
 //! takes it at memory speed (see [`StreamWriter`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::IoSlice;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 
 use crate::digest::Md5Batcher;
 use crate::error::{is_no_space, DownloadError};
-use crate::paths::Dirs;
+use crate::paths::{Dirs, Missing, PublishError, TempFile, TmpDir};
 use crate::progress::Progress;
 
 /// Permits of the file-system job tracker; waiting for all of them means no
@@ -70,7 +70,7 @@ pub(crate) struct Job {
 pub(crate) struct Shared {
     pub client: Client,
     pub dest: PathBuf,
-    pub tmp_dir: PathBuf,
+    pub tmp: TmpDir,
     pub part_size: u64,
     pub write_buffer: usize,
     /// Single-GET objects up to this size are held in memory and written
@@ -96,8 +96,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The usual name of `job`'s temporary file, for messages.
     fn tmp_path(&self, job: &Job) -> PathBuf {
-        self.tmp_dir.join(format!("{}.part", job.index))
+        self.tmp.path.join(format!("{}.part", job.index))
     }
 
     /// Starts file-system work on the blocking pool now, tracked so that
@@ -266,19 +267,18 @@ async fn fetch_single(
 ) -> Result<Verdict, DownloadError> {
     let obj = &job.object;
     let size = obj.size;
-    let tmp = sh.tmp_path(job);
     let in_memory = size <= sh.in_memory_max;
     // Streamed objects are hashed as their chunks pass; in-memory ones by the
     // batcher once whole.
     let mut hasher = check.as_ref().filter(|_| !in_memory).map(|_| Md5::new());
     let mut batch = Batch::default();
     let mut writer = None;
+    let mut temp = None;
     if !in_memory {
-        let (sh2, job2, tmp2) = (sh.clone(), job.clone(), tmp.clone());
-        let file = sh
-            .blocking(move || create_temp(&sh2, &job2, &tmp2, size))
-            .await?;
-        writer = Some(StreamWriter::new(sh, job, file, 0));
+        let (sh2, job2) = (sh.clone(), job.clone());
+        let t = sh.blocking(move || create_temp(&sh2, &job2, size)).await?;
+        writer = Some(StreamWriter::new(sh, job, t.file.clone(), 0));
+        temp = Some(t);
     }
     if size > 0 {
         let _slot = sh.request_slot().await?;
@@ -332,20 +332,26 @@ async fn fetch_single(
             None => Verdict::Kept { matched_etag: true },
         };
         if let Verdict::Kept { .. } = verdict {
-            sh.blocking(move || write_whole(&sh2, &job2, &tmp, &batch))
+            sh.blocking(move || write_whole(&sh2, &job2, &batch))
                 .await?;
         }
         return Ok(verdict);
     };
-    let (file, end) = writer.finish().await?;
+    let (_, end) = writer.finish().await?;
+    let Some(temp) = temp else {
+        return Err(DownloadError::Internal(
+            "streamed without a temporary file".into(),
+        ));
+    };
     check_received(job, end)?;
     let verdict = match (hasher, check) {
         (Some(h), Some(check)) => check.judge(h.finalize().into()),
         _ => Verdict::Kept { matched_etag: true },
     };
-    if let Verdict::Kept { .. } = verdict {
-        sh.blocking(move || finalize(&sh2, &job2, &file, &tmp))
-            .await?;
+    match verdict {
+        Verdict::Kept { .. } => sh.blocking(move || finalize(&sh2, &job2, &temp)).await?,
+        // The next transfer writes a new file.
+        Verdict::Mismatch(_) => sh.tmp.discard(&temp),
     }
     Ok(verdict)
 }
@@ -370,22 +376,24 @@ async fn fetch_parts(
     parts: Vec<Range<u64>>,
 ) -> Result<(), DownloadError> {
     let size = job.object.size;
-    let tmp = Arc::new(sh.tmp_path(job));
-    let file = {
-        let (sh2, job2, tmp2) = (sh.clone(), job.clone(), tmp.clone());
-        sh.blocking(move || create_temp(&sh2, &job2, &tmp2, size))
-            .await?
+    let temp = {
+        let (sh2, job2) = (sh.clone(), job.clone());
+        sh.blocking(move || create_temp(&sh2, &job2, size)).await?
     };
     let mut set = JoinSet::new();
     for range in parts {
-        set.spawn(fetch_part(sh.clone(), job.clone(), file.clone(), range));
+        set.spawn(fetch_part(
+            sh.clone(),
+            job.clone(),
+            temp.file.clone(),
+            range,
+        ));
     }
     while let Some(done) = set.join_next().await {
         done.map_err(|e| DownloadError::Internal(format!("part transfer failed: {e}")))??;
     }
     let (sh2, job2) = (sh.clone(), job.clone());
-    sh.blocking(move || finalize(&sh2, &job2, &file, &tmp))
-        .await
+    sh.blocking(move || finalize(&sh2, &job2, &temp)).await
 }
 
 async fn fetch_part(
@@ -583,13 +591,12 @@ fn local_error(sh: &Shared, job: &Job, op: &'static str, e: std::io::Error) -> D
 }
 
 /// Creates the temporary file and reserves its full size on disk.
-fn create_temp(sh: &Shared, job: &Job, tmp: &Path, size: u64) -> Result<Arc<File>, DownloadError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
+fn create_temp(sh: &Shared, job: &Job, size: u64) -> Result<TempFile, DownloadError> {
+    let temp = sh
+        .tmp
+        .create_file(job.index)
         .map_err(|e| local_error(sh, job, "create", e))?;
+    let file = &temp.file;
     if size > 0 && !sh.preallocate {
         file.set_len(size)
             .map_err(|e| local_error(sh, job, "size", e))?;
@@ -597,11 +604,11 @@ fn create_temp(sh: &Shared, job: &Job, tmp: &Path, size: u64) -> Result<Arc<File
         let len = i64::try_from(size).map_err(|_| {
             DownloadError::io(
                 "create",
-                tmp,
+                sh.tmp.path_of(&temp),
                 std::io::Error::other("object too large for this platform"),
             )
         })?;
-        match nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, len) {
+        match nix::fcntl::fallocate(file.as_ref(), nix::fcntl::FallocateFlags::empty(), 0, len) {
             Ok(()) => {}
             Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::ENOSYS) => {
                 // No reservation on this file system: a full disk then shows up
@@ -612,27 +619,27 @@ fn create_temp(sh: &Shared, job: &Job, tmp: &Path, size: u64) -> Result<Arc<File
             Err(errno) => return Err(local_error(sh, job, "preallocate", errno.into())),
         }
     }
-    Ok(Arc::new(file))
+    Ok(temp)
 }
 
 /// Creates, writes and renames a file held wholly in memory.
-fn write_whole(sh: &Shared, job: &Job, tmp: &Path, data: &Batch) -> Result<(), DownloadError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
+fn write_whole(sh: &Shared, job: &Job, data: &Batch) -> Result<(), DownloadError> {
+    let temp = sh
+        .tmp
+        .create_file(job.index)
         .map_err(|e| local_error(sh, job, "create", e))?;
-    data.write_all_at(&file, 0)
+    data.write_all_at(&temp.file, 0)
         .map_err(|e| local_error(sh, job, "write", e))?;
-    finalize(sh, job, &file, tmp)
+    finalize(sh, job, &temp)
 }
 
-/// Checks the size, syncs if asked, and renames the file into place.
-fn finalize(sh: &Shared, job: &Job, file: &File, tmp: &Path) -> Result<(), DownloadError> {
-    let len = file
+/// Checks the size, syncs if asked, and renames the file into place through
+/// handles on both directories (see [`TmpDir::publish`]).
+fn finalize(sh: &Shared, job: &Job, temp: &TempFile) -> Result<(), DownloadError> {
+    let len = temp
+        .file
         .metadata()
-        .map_err(|e| DownloadError::io("inspect", tmp, e))?
+        .map_err(|e| DownloadError::io("inspect", sh.tmp.path_of(temp), e))?
         .len();
     if len != job.object.size {
         return Err(DownloadError::Verify {
@@ -642,20 +649,33 @@ fn finalize(sh: &Shared, job: &Job, file: &File, tmp: &Path) -> Result<(), Downl
         });
     }
     if sh.fsync {
-        file.sync_all()
+        temp.file
+            .sync_all()
             .map_err(|e| local_error(sh, job, "sync", e))?;
     }
-    sh.dirs.create_parents(&job.rel)?;
     let target = sh.dest.join(&job.rel);
-    std::fs::rename(tmp, &target).map_err(|e| {
-        if target.is_dir() {
-            DownloadError::Destination {
-                path: target.clone(),
-                detail: "is a directory where the download needs a file: remove it or choose another destination".into(),
-            }
-        } else {
-            DownloadError::io("rename into place", target.clone(), e)
-        }
+    let (Some(parent), Some(name)) = (
+        sh.dirs.open_parent(&job.rel, Missing::Create)?,
+        job.rel.file_name(),
+    ) else {
+        return Err(DownloadError::Internal(format!(
+            "no directory for {}",
+            target.display()
+        )));
+    };
+    sh.tmp.publish(temp, &parent, name).map_err(|e| match e {
+        PublishError::Replaced(path) => DownloadError::Destination {
+            path,
+            detail: format!(
+                "was replaced or removed while chute wrote it (for {}): another process is writing into the destination; nothing was published (make sure only one download uses it)",
+                target.display()
+            ),
+        },
+        PublishError::DirectoryInTheWay => DownloadError::Destination {
+            path: target.clone(),
+            detail: "is a directory where the download needs a file: remove it or choose another destination".into(),
+        },
+        PublishError::Io(e) => DownloadError::io("rename into place", target.clone(), e),
     })
 }
 

@@ -442,3 +442,339 @@ async fn dropping_the_download_removes_its_temporary_files() {
         sha2::Sha256::digest(&big)
     );
 }
+
+/// A local store that runs `hook` before it answers each GET: another process
+/// changing DEST while the download runs.
+struct Hooked {
+    inner: LocalStore,
+    hook: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Hooked {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        self.inner.list_page(bucket, prefix, delimiter, token).await
+    }
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.inner.head(bucket, key).await
+    }
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, StoreError> {
+        (self.hook)(key);
+        self.inner.get_range(bucket, key, range, if_match).await
+    }
+    fn describe(&self) -> String {
+        "local store with a hook".into()
+    }
+}
+
+fn hooked(src: &Path, hook: impl Fn(&str) + Send + Sync + 'static) -> Client {
+    Client::new(
+        Arc::new(Hooked {
+            inner: LocalStore::new(src).expect("store"),
+            hook: Box::new(hook),
+        }),
+        RetryPolicy::default(),
+    )
+}
+
+/// Every entry directly in `dir`, as names.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Pages of `path` in the page cache that are dirty or under writeback
+/// (`cachestat(2)`, Linux 6.5); `None` where the kernel lacks it.
+fn unsynced_pages(path: &Path) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: nix::libc::c_long = 451;
+    let file = std::fs::File::open(path).expect("open");
+    let range = Range { off: 0, len: 0 };
+    let mut st = Stat::default();
+    // SAFETY: both pointers are to live, properly laid out structs.
+    let rc = unsafe {
+        nix::libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0,
+        )
+    };
+    (rc == 0).then_some(st.dirty + st.writeback)
+}
+
+/// A scratch directory on a disk file system (the target directory), where
+/// dirty pages mean something, unlike on a tmpfs.
+fn disk_tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir in the target directory")
+}
+
+/// Recorded state entries, by path.
+fn recorded(state: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(state).expect("state file");
+    text.lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["p"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_is_recorded_complete_only_once_its_data_is_on_disk() {
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| {
+            (
+                format!("d{}/f{i}.bin", i % 3),
+                pattern(20_000 + i * 7_001, i as u64),
+            )
+        })
+        .chain([("big.bin".to_owned(), pattern(3 << 20, 99))])
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, d)| (k.as_str(), d.clone())).collect();
+    let src = source(&refs);
+    let client = Client::new(
+        Arc::new(LocalStore::new(src.path()).expect("store")),
+        RetryPolicy::default(),
+    );
+    let mut plan = Plan::default();
+    for (k, d) in &files {
+        let etag = client.head("", k).await.expect("head").etag;
+        plan.objects.push(object(k, k, d.len(), etag));
+    }
+    let work = disk_tempdir();
+    let dest = work.path().join("d");
+    let opts = DownloadOptions {
+        part_size: 1 << 20,
+        ..quiet()
+    };
+    let s = download(&client, &plan, &dest, &opts)
+        .await
+        .expect("download");
+    assert_eq!(s.objects, files.len());
+    let paths = recorded(&work.path().join(".d.chute-state"));
+    assert_eq!(paths.len(), files.len(), "every file recorded");
+    for p in &paths {
+        match unsynced_pages(&dest.join(p)) {
+            Some(n) => assert_eq!(n, 0, "{p} is recorded complete but not on disk yet"),
+            None => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "cachestat(2) is missing (Linux < 6.5): cannot check durability"
+                );
+                eprintln!("note: no cachestat(2) here; durability not checked");
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_download_into_the_same_dest_is_refused_at_once() {
+    let big = data(3 << 20, 5);
+    let src = source(&[("big.bin", big.clone())]);
+    let client = Client::new(
+        Arc::new(Slow(LocalStore::new(src.path()).expect("store"))),
+        RetryPolicy::default(),
+    );
+    let plan = Plan {
+        objects: vec![object("big.bin", "big.bin", big.len(), None)],
+        ..Plan::default()
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("d");
+    // No resume state: the lock must not depend on it.
+    let opts = DownloadOptions {
+        part_size: 1 << 20,
+        resume: false,
+        ..quiet()
+    };
+    let first = {
+        let (client, plan, dest, opts) = (client.clone(), plan.clone(), dest.clone(), opts.clone());
+        tokio::spawn(async move { download(&client, &plan, &dest, &opts).await })
+    };
+    while names_in(&dest.join(".chute-tmp")).is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = tokio::time::timeout(
+        Duration::from_secs(5),
+        download(&client, &plan, &dest, &opts),
+    )
+    .await
+    .expect("the second download must fail at once, not wait or run");
+    let err = second.expect_err("refused");
+    assert!(err.is_usage(), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&dest.display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "names the holder: {msg}"
+    );
+    let s = first
+        .await
+        .expect("join")
+        .expect("the first download goes on");
+    assert_eq!(s.objects, 1);
+    assert_eq!(std::fs::read(dest.join("big.bin")).expect("read"), big);
+}
+
+#[tokio::test]
+async fn a_temporary_file_replaced_midway_is_never_published() {
+    let bytes = data(300_000, 6);
+    let src = source(&[("a.bin", bytes.clone())]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("d");
+    let tmp = dest.join(".chute-tmp");
+    let size = bytes.len();
+    // Another writer swaps every temporary file for its own of the same size.
+    let client = hooked(src.path(), move |_| {
+        for name in names_in(&tmp) {
+            let p = tmp.join(name);
+            let _ = std::fs::remove_file(&p);
+            std::fs::write(&p, vec![b'X'; size]).expect("write");
+        }
+    });
+    let plan = Plan {
+        objects: vec![object("a.bin", "a.bin", size, None)],
+        ..Plan::default()
+    };
+    // Streamed to its temporary file (not held in memory).
+    let opts = DownloadOptions {
+        small_object: 1024,
+        ..quiet()
+    };
+    let result = download(&client, &plan, &dest, &opts).await;
+    if let Ok(got) = std::fs::read(dest.join("a.bin")) {
+        assert!(got == bytes, "a file chute did not verify was published");
+    }
+    let err = result.expect_err("the swap is detected");
+    assert!(err.to_string().contains(".chute-tmp"), "{err}");
+}
+
+#[tokio::test]
+async fn a_symlinked_state_file_is_not_followed() {
+    let bytes = data(1000, 7);
+    let src = source(&[("a.bin", bytes.clone())]);
+    let client = Client::new(
+        Arc::new(LocalStore::new(src.path()).expect("store")),
+        RetryPolicy::default(),
+    );
+    let etag = client.head("", "a.bin").await.expect("head").etag;
+    let plan = Plan {
+        objects: vec![object("a.bin", "a.bin", bytes.len(), etag)],
+        ..Plan::default()
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let victim = work.path().join("precious.txt");
+    std::fs::write(&victim, b"precious").expect("write");
+    let dest = work.path().join("d");
+    std::os::unix::fs::symlink(&victim, work.path().join(".d.chute-state")).expect("symlink");
+    let s = download(&client, &plan, &dest, &quiet())
+        .await
+        .expect("download (without resume)");
+    assert_eq!(s.objects, 1);
+    assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+    assert_eq!(std::fs::read(dest.join("a.bin")).expect("read"), bytes);
+}
+
+#[tokio::test]
+async fn a_symlink_planted_while_the_download_runs_is_not_followed() {
+    let bytes = data(2000, 8);
+    let src = source(&[("a.bin", bytes.clone())]);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("d");
+    std::fs::create_dir(&dest).expect("mkdir");
+    // After the paths were checked, `sub` (not there yet) becomes a link.
+    let (link, target) = (dest.join("sub"), outside.path().to_path_buf());
+    let client = hooked(src.path(), move |_| {
+        let _ = std::os::unix::fs::symlink(&target, &link);
+    });
+    let plan = Plan {
+        objects: vec![object("a.bin", "sub/deeper/a.bin", bytes.len(), None)],
+        ..Plan::default()
+    };
+    let err = download(&client, &plan, &dest, &quiet())
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(err.is_usage(), "{err}");
+    assert!(
+        names_in(outside.path()).is_empty(),
+        "written outside DEST: {:?}",
+        names_in(outside.path())
+    );
+}
+
+#[tokio::test]
+async fn a_refused_download_creates_nothing() {
+    let src = source(&[("a.bin", data(10, 9))]);
+    let client = Client::new(
+        Arc::new(LocalStore::new(src.path()).expect("store")),
+        RetryPolicy::default(),
+    );
+    // More than any disk: refused by the space check.
+    let plan = Plan {
+        objects: vec![object("a.bin", "a.bin", 1 << 60, Some("\"e\"".into()))],
+        ..Plan::default()
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("x").join("y").join("d");
+    let err = download(&client, &plan, &dest, &quiet())
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, DownloadError::NotEnoughSpace { .. }), "{err}");
+    assert!(
+        names_in(work.path()).is_empty(),
+        "{:?}",
+        names_in(work.path())
+    );
+
+    // A bad destination: a link where a directory is needed.
+    let outside = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("d");
+    std::fs::create_dir(&dest).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path(), dest.join("link")).expect("symlink");
+    let plan = Plan {
+        objects: vec![object("a.bin", "link/a.bin", 10, Some("\"e\"".into()))],
+        ..Plan::default()
+    };
+    let err = download(&client, &plan, &dest, &quiet())
+        .await
+        .expect_err("refused");
+    assert!(err.is_usage(), "{err}");
+    assert_eq!(names_in(work.path()), ["d"]);
+    assert_eq!(names_in(&dest), ["link"]);
+}
