@@ -427,9 +427,8 @@ fn too_small_destination_is_refused_up_front_with_both_numbers() {
     );
     let free = nix_free(&fs.dir);
     assert!(line.contains(&format!("({free} bytes)")), "{line} / {free}");
-    assert!(tree(&dest).is_empty(), "no byte moved");
-    let left: Vec<String> = tree(&fs.dir).into_keys().collect();
-    assert_eq!(left, [".dest.chute-state"], "only the resume state");
+    assert!(!dest.exists(), "a refused download creates nothing");
+    assert!(tree(&fs.dir).is_empty(), "not even the resume state");
 }
 
 /// Free bytes of a file system as `df` reports them.
@@ -526,4 +525,93 @@ fn faults_through_the_proxy_still_give_an_identical_tree() {
     assert!(faults.reset >= 1);
     let summary = err.lines().last().unwrap_or_default();
     assert!(summary.contains("retries"), "{summary}");
+}
+
+#[test]
+fn a_second_download_into_the_same_dest_fails_at_once_naming_the_first() {
+    use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
+
+    let srv = Serve::start();
+    srv.put("two/a.bin", &pattern(2 * MIB, 1));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let upstream = srv
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let proxy = rt.block_on(FaultProxy::start(upstream)).expect("proxy");
+    // The first download's GETs hang, so it is still running when the second
+    // one starts.
+    proxy.push(
+        FaultRule::new(FaultKind::Stall {
+            after_body_bytes: 0,
+            duration: Duration::from_secs(60),
+        })
+        .method("GET")
+        .path_contains("/two/a.bin")
+        .times(1000),
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("dest");
+    let mut first = chute()
+        .args(["download", &s3("two/")])
+        .arg(&dest)
+        .args(["--endpoint-url", &proxy.endpoint_url(), "--no-resume"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dest.join(".chute-tmp").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first download never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let out = run(download(&srv, &s3("two/"), &dest).arg("--no-resume"));
+    let took = started.elapsed();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(first.id().to_string())
+        .status();
+    let _ = first.wait();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(line.contains(&dest.display().to_string()), "{line}");
+    assert!(line.contains(&format!("pid {}", first.id())), "{line}");
+    assert!(
+        took < Duration::from_secs(30),
+        "refused at once, took {took:?}"
+    );
+    assert!(!dest.join("a.bin").exists());
+}
+
+#[test]
+fn a_bad_destination_is_refused_without_creating_anything() {
+    let srv = Serve::start();
+    srv.put("bad/link/a.bin", b"abc");
+    let work = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("dest");
+    std::fs::create_dir(&dest).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path(), dest.join("link")).expect("symlink");
+    let out = run(&mut download(&srv, &s3("bad/"), &dest));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        error_line(&out).contains("symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(work.path()), ["dest"], "no resume state left behind");
+    assert_eq!(names(&dest), ["link"]);
+    assert!(names(outside.path()).is_empty());
 }
