@@ -19,6 +19,7 @@ mod retry;
 mod s3;
 mod stats;
 mod store;
+mod write;
 
 pub use client::Client;
 pub use config::S3Config;
@@ -30,3 +31,4 @@ pub use retry::RetryPolicy;
 pub use s3::S3Store;
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{GetResponse, ListPage, ObjectMeta, ObjectStore};
+pub use write::{Completion, ObjectWrite, UploadedPart, Writer};

@@ -88,8 +88,13 @@ impl S3Store {
         Ok(())
     }
 
+    /// The SDK client, for the write half (`write.rs`).
+    pub(crate) fn sdk(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
     /// Sorts an SDK error into a [`StoreError`] for the object it concerns.
-    fn classify<E>(&self, err: SdkError<E, HttpResponse>, bucket: &str, key: &str) -> StoreError
+    pub(crate) fn classify<E>(&self, err: SdkError<E, HttpResponse>, bucket: &str, key: &str) -> StoreError
     where
         E: ProvideErrorMetadata + RequestId + std::error::Error + Send + Sync + 'static,
     {
