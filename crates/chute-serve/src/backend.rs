@@ -2,12 +2,17 @@
 //!
 //! s3s-fs does the wire-level work of uploads (chunked signing, checksums, multipart
 //! assembly, sidecar metadata) well, so those are delegated, after refusing keys that
-//! a directory cannot hold faithfully and buckets that do not exist (s3s-fs would
-//! silently create them). Reads are where it falls short of real S3 for a training
-//! data client: listings carry no ETags, objects written straight into the directory
-//! are re-hashed on every GET and HEAD, conditional headers are ignored and bodies
-//! trickle out in 4 KiB chunks. GET and HEAD are therefore served here, ETags come from
-//! [`EtagCache`] for every object, and listings get them filled in.
+//! a directory cannot hold faithfully, paths that pass through a symlink, and buckets
+//! that do not exist (s3s-fs would silently create them). Reads are where it falls
+//! short of real S3 for a training data client: listings carry no ETags and follow
+//! symlinks, objects written straight into the directory are re-hashed on every GET
+//! and HEAD, conditional headers are ignored and bodies trickle out in 4 KiB chunks.
+//! Listings, GET and HEAD are therefore served here, from regular files only (see
+//! [`confined`]), with ETags from [`EtagCache`] for every object.
+//!
+//! A write or delete is checked here and then performed by s3s-fs, which resolves
+//! the path again: a symlink planted in that instant by someone who can already
+//! write into ROOT could still redirect it. Reads have no such window.
 
 use std::fs::File;
 use std::io;
@@ -22,8 +27,10 @@ use s3s_fs::FileSystem;
 use crate::attrs;
 use crate::body::FileBody;
 use crate::conditions::{http_last_modified, Preconditions};
+use crate::confined::{self, Lookup};
 use crate::etag::{EtagCache, Versioned};
-use crate::paths::{bucket_dir, check_key, object_path, url_encode};
+use crate::list;
+use crate::paths::{bucket_dir, check_key, object_rel_path, url_encode, KeyProblem};
 
 /// S3 never returns more than this many keys per listing page.
 const MAX_KEYS_CAP: i32 = 1000;
@@ -51,9 +58,29 @@ impl Backend {
 
     async fn bucket_exists(&self, bucket: &str) -> bool {
         match bucket_dir(&self.root, bucket) {
-            Some(dir) => tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()),
+            // A symlink in ROOT is no bucket, wherever it points.
+            Some(dir) => tokio::fs::symlink_metadata(dir)
+                .await
+                .is_ok_and(|m| m.is_dir()),
             None => false,
         }
+    }
+
+    /// NoSuchBucket unless `bucket` is a real directory in ROOT.
+    async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        if self.bucket_exists(bucket).await {
+            Ok(())
+        } else {
+            Err(no_such_bucket(bucket))
+        }
+    }
+
+    /// What `bucket/key` names on disk, without following symlinks.
+    async fn lookup(&self, rel: PathBuf) -> io::Result<Lookup> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || confined::lookup(&root, &rel))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// The right "not found" for `bucket/key`: S3 reports a missing bucket first.
@@ -68,10 +95,10 @@ impl Backend {
     /// Opens the file behind `bucket/key` and establishes its version and ETag from
     /// that same descriptor.
     async fn open_versioned(&self, bucket: &str, key: &str) -> S3Result<(Arc<File>, Versioned)> {
-        let Some(path) = object_path(&self.root, bucket, key) else {
+        let Some(rel) = object_rel_path(bucket, key) else {
             return Err(self.not_found(bucket, key).await);
         };
-        let file = match open_regular_file(path).await {
+        let file = match open_regular_file(self.root.clone(), rel).await {
             Ok(Some(file)) => Arc::new(file),
             Ok(None) => return Err(self.not_found(bucket, key).await),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -90,19 +117,38 @@ impl Backend {
         Ok((file, versioned))
     }
 
-    /// Refuses uploads that S3 would refuse (missing bucket) or that a directory
-    /// cannot store under the key they were given.
+    /// Refuses uploads that S3 would refuse (missing bucket), that a directory
+    /// cannot store under the key they were given, or that would be written
+    /// through a symlink.
     async fn check_writable(&self, bucket: &str, key: &str) -> S3Result<()> {
-        if !self.bucket_exists(bucket).await {
-            return Err(no_such_bucket(bucket));
-        }
-        check_key(key).map_err(|problem| {
-            s3_error!(
+        self.require_bucket(bucket).await?;
+        check_key(key).map_err(|problem| key_refused(key, problem))?;
+        let found = self
+            .lookup(Path::new(bucket).join(key))
+            .await
+            .map_err(|e| internal(e, "inspecting", bucket, key))?;
+        let marker = key.ends_with('/');
+        match found {
+            Lookup::Missing => Ok(()),
+            Lookup::File if !marker => Ok(()),
+            Lookup::Dir if marker => Ok(()),
+            Lookup::File => Err(s3_error!(
                 InvalidArgument,
-                "cannot store key {key:?}: {}",
-                problem.describe()
-            )
-        })
+                "cannot store key {key:?}: an object of that name exists, so it cannot also be a directory"
+            )),
+            Lookup::Dir => Err(s3_error!(
+                InvalidArgument,
+                "cannot store key {key:?}: other keys start with {key:?} followed by '/', and a directory-backed store cannot keep an object there too"
+            )),
+            Lookup::BelowFile => Err(s3_error!(
+                InvalidArgument,
+                "cannot store key {key:?}: a shorter key that is a prefix of it up to a '/' is an object, so it cannot also be a directory"
+            )),
+            Lookup::NotServed => Err(s3_error!(
+                AccessDenied,
+                "cannot store key {key:?}: its path passes through a symlink or a special file, which this server neither follows nor replaces"
+            )),
+        }
     }
 
     /// The current ETag of `bucket/key`, or `None` when there is no such object.
@@ -142,30 +188,84 @@ impl Backend {
     fn root(&self) -> &Path {
         &self.root
     }
+
+    /// One page of `bucket`'s listing: the objects (ETags filled in) and common
+    /// prefixes after `after`, and where the next page starts.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max_keys: MaxKeys,
+    ) -> S3Result<(Vec<Object>, Vec<CommonPrefix>, Option<String>)> {
+        self.require_bucket(bucket).await?;
+        let Some(dir) = bucket_dir(&self.root, bucket) else {
+            return Err(no_such_bucket(bucket));
+        };
+        let owned_prefix = prefix.to_owned();
+        let scanned = tokio::task::spawn_blocking(move || list::scan(&dir, &owned_prefix))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|scan| scan);
+        let keys = scanned.map_err(|e| {
+            tracing::warn!(%bucket, error = %e, "I/O error listing bucket");
+            S3Error::with_source(S3ErrorCode::InternalError, Box::new(e))
+        })?;
+        let max_keys = usize::try_from(max_keys).unwrap_or(0);
+        let page = list::page(&keys, prefix, delimiter, after, max_keys);
+        let objects = page
+            .keys
+            .into_iter()
+            .map(|key| Object {
+                key: Some(key),
+                ..Default::default()
+            })
+            .collect();
+        let objects = self.with_etags(bucket, objects).await?;
+        let prefixes = page
+            .common_prefixes
+            .into_iter()
+            .map(|p| CommonPrefix { prefix: Some(p) })
+            .collect();
+        Ok((objects, prefixes, page.next))
+    }
 }
 
-/// Opens `path` for reading; `Ok(None)` when there is no regular file there (missing,
-/// a path component is a file, or it is a directory such as a "folder" marker).
-async fn open_regular_file(path: PathBuf) -> io::Result<Option<File>> {
-    let opened = tokio::task::spawn_blocking(move || -> io::Result<Option<File>> {
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound
-                        | io::ErrorKind::NotADirectory
-                        | io::ErrorKind::InvalidFilename
-                ) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(file.metadata()?.is_file().then_some(file))
-    })
-    .await;
-    opened.map_err(io::Error::other)?
+/// Opens `ROOT/rel` for reading; `Ok(None)` when there is no regular file there
+/// (missing, a path component is a file or a symlink, or it is a directory such as
+/// a "folder" marker).
+async fn open_regular_file(root: PathBuf, rel: PathBuf) -> io::Result<Option<File>> {
+    tokio::task::spawn_blocking(move || confined::open_file(&root, &rel))
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// The S3 error for a key the directory cannot hold, naming the key.
+fn key_refused(key: &str, problem: KeyProblem) -> S3Error {
+    if problem.too_long() {
+        s3_error!(
+            KeyTooLongError,
+            "cannot store key {key:?}: {}",
+            problem.describe()
+        )
+    } else {
+        s3_error!(
+            InvalidArgument,
+            "cannot store key {key:?}: {}",
+            problem.describe()
+        )
+    }
+}
+
+/// Optional strings as S3 echoes them: absent rather than empty.
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+/// The prefix a listing matches: a leading `/` cannot begin a key here.
+fn list_prefix(prefix: Option<&str>) -> &str {
+    prefix.unwrap_or("").trim_start_matches('/')
 }
 
 /// What S3 reports for an object stored without a content type.
@@ -284,6 +384,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.head_bucket(req).await
     }
 
@@ -291,6 +392,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.delete_bucket(req).await
     }
 
@@ -298,6 +400,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.get_bucket_location(req).await
     }
 
@@ -312,17 +415,30 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let bucket = req.input.bucket.clone();
-        let req = req.map_input(|mut input| {
-            input.max_keys = clamp_max_keys(input.max_keys);
-            input
-        });
-        let mut resp = self.fs.list_objects(req).await?;
-        let out = &mut resp.output;
-        if let Some(contents) = out.contents.take() {
-            let filled = self.with_etags(&bucket, contents).await?;
-            out.contents = (!filled.is_empty()).then_some(filled);
-        }
+        let input = req.input;
+        let max_keys = clamp_max_keys(input.max_keys).unwrap_or(MAX_KEYS_CAP);
+        let (contents, prefixes, next) = self
+            .list_page(
+                &input.bucket,
+                list_prefix(input.prefix.as_deref()),
+                input.delimiter.as_deref(),
+                input.marker.as_deref(),
+                max_keys,
+            )
+            .await?;
+        let mut out = ListObjectsOutput {
+            contents: non_empty(contents),
+            common_prefixes: non_empty(prefixes),
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            marker: input.marker,
+            max_keys: Some(max_keys),
+            is_truncated: Some(next.is_some()),
+            next_marker: next,
+            ..Default::default()
+        };
         if wants_url_encoding(out.encoding_type.as_ref()) {
             encode_listing(&mut out.contents, &mut out.common_prefixes);
             encode_opt(&mut out.prefix);
@@ -330,36 +446,55 @@ impl S3 for Backend {
             encode_opt(&mut out.marker);
             encode_opt(&mut out.next_marker);
         }
-        Ok(resp)
+        Ok(S3Response::new(out))
     }
 
     async fn list_objects_v2(
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let bucket = req.input.bucket.clone();
-        let req = req.map_input(|mut input| {
-            input.max_keys = clamp_max_keys(input.max_keys);
-            input
-        });
-        let mut resp = self.fs.list_objects_v2(req).await?;
-        let out = &mut resp.output;
-        if let Some(contents) = out.contents.take() {
-            let listed = contents.len();
-            let filled = self.with_etags(&bucket, contents).await?;
-            if let Some(count) = out.key_count.as_mut() {
-                let vanished = i32::try_from(listed - filled.len()).unwrap_or(0);
-                *count -= vanished;
-            }
-            out.contents = (!filled.is_empty()).then_some(filled);
-        }
+        let input = req.input;
+        let max_keys = clamp_max_keys(input.max_keys).unwrap_or(MAX_KEYS_CAP);
+        // Both may be given; the later of the two is where the page starts.
+        let after = match (
+            input.continuation_token.as_deref(),
+            input.start_after.as_deref(),
+        ) {
+            (Some(token), Some(start)) => Some(token.max(start)),
+            (token, start) => token.or(start),
+        };
+        let (contents, prefixes, next) = self
+            .list_page(
+                &input.bucket,
+                list_prefix(input.prefix.as_deref()),
+                input.delimiter.as_deref(),
+                after,
+                max_keys,
+            )
+            .await?;
+        let count = i32::try_from(contents.len() + prefixes.len()).unwrap_or(i32::MAX);
+        let mut out = ListObjectsV2Output {
+            key_count: Some(count),
+            contents: non_empty(contents),
+            common_prefixes: non_empty(prefixes),
+            continuation_token: input.continuation_token,
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            start_after: input.start_after,
+            max_keys: Some(max_keys),
+            is_truncated: Some(next.is_some()),
+            next_continuation_token: next,
+            ..Default::default()
+        };
         if wants_url_encoding(out.encoding_type.as_ref()) {
             encode_listing(&mut out.contents, &mut out.common_prefixes);
             encode_opt(&mut out.prefix);
             encode_opt(&mut out.delimiter);
             encode_opt(&mut out.start_after);
         }
-        Ok(resp)
+        Ok(S3Response::new(out))
     }
 
     async fn head_object(
@@ -671,12 +806,17 @@ impl Backend {
     /// Whether `key` could name an existing object file that s3s-fs can delete: a
     /// valid key, and not a directory addressed without its trailing slash.
     async fn deletable(&self, bucket: &str, key: &str) -> bool {
-        let Some(path) = object_path(&self.root, bucket, key) else {
+        let Some(rel) = object_rel_path(bucket, key) else {
             return false;
         };
-        match tokio::fs::symlink_metadata(&path).await {
-            Ok(meta) => !meta.is_dir() || key.ends_with('/'),
+        match self.lookup(rel).await {
+            Ok(Lookup::File) => true,
+            Ok(Lookup::Dir) => key.ends_with('/'),
             // Missing is fine: s3s-fs answers that with S3's usual 204.
+            Ok(Lookup::Missing) => true,
+            // A symlink (or a path through one) is not an object: nothing to delete.
+            Ok(Lookup::NotServed | Lookup::BelowFile) => false,
+            // s3s-fs meets the same error and reports it.
             Err(_) => true,
         }
     }

@@ -28,14 +28,21 @@
 //! # }
 //! ```
 //!
-//! Unix only: file identity for the ETag cache and positional reads use Unix APIs.
+//! Only regular files and directories below ROOT are served: a symlink, wherever it
+//! sits, is not listed, not read, and not written or deleted through (see
+//! `confined.rs`).
+//!
+//! Unix only: file identity for the ETag cache, positional reads and
+//! symlink-refusing lookups use Unix APIs.
 
 mod attrs;
 mod backend;
 mod body;
 mod conditions;
+mod confined;
 mod error;
 mod etag;
+mod list;
 mod paths;
 mod server;
 

@@ -18,7 +18,17 @@ pub(crate) enum KeyProblem {
     /// object could never be listed under the key it was stored with.
     NonCanonicalSegment,
     Nul,
+    /// A segment longer than a file name may be (255 bytes on Linux file systems).
+    SegmentTooLong,
+    /// More bytes than S3 allows in a key.
+    PathTooLong,
 }
+
+/// Longest file name the directory can hold.
+const MAX_SEGMENT_BYTES: usize = 255;
+
+/// S3's limit on a key; it also keeps every path below ROOT well within `PATH_MAX`.
+const MAX_KEY_BYTES: usize = 1024;
 
 impl KeyProblem {
     pub(crate) fn describe(self) -> &'static str {
@@ -29,7 +39,19 @@ impl KeyProblem {
                 "the key has an empty, '.' or '..' path segment, which a directory-backed store cannot keep apart from other keys"
             }
             KeyProblem::Nul => "the key contains a NUL character",
+            KeyProblem::SegmentTooLong => {
+                "a path segment of the key is longer than 255 bytes, the longest file name a directory can hold"
+            }
+            KeyProblem::PathTooLong => {
+                "the key is longer than 1024 bytes, the longest key S3 allows"
+            }
         }
+    }
+
+    /// S3's error code for the problem: too long is `KeyTooLongError`, as S3 says
+    /// for keys over its own limit; anything else is a bad argument.
+    pub(crate) fn too_long(self) -> bool {
+        matches!(self, KeyProblem::SegmentTooLong | KeyProblem::PathTooLong)
     }
 }
 
@@ -54,6 +76,12 @@ pub(crate) fn check_key(key: &str) -> Result<(), KeyProblem> {
     {
         return Err(KeyProblem::NonCanonicalSegment);
     }
+    if body.split('/').any(|seg| seg.len() > MAX_SEGMENT_BYTES) {
+        return Err(KeyProblem::SegmentTooLong);
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KeyProblem::PathTooLong);
+    }
     Ok(())
 }
 
@@ -63,10 +91,10 @@ pub(crate) fn bucket_dir(root: &Path, bucket: &str) -> Option<PathBuf> {
     s3s::path::check_bucket_name(bucket).then(|| root.join(bucket))
 }
 
-/// `ROOT/bucket/key`, or `None` when either name cannot be mapped.
-pub(crate) fn object_path(root: &Path, bucket: &str, key: &str) -> Option<PathBuf> {
+/// `bucket/key`, relative to ROOT, or `None` when either name cannot be mapped.
+pub(crate) fn object_rel_path(bucket: &str, key: &str) -> Option<PathBuf> {
     check_key(key).ok()?;
-    Some(bucket_dir(root, bucket)?.join(key))
+    s3s::path::check_bucket_name(bucket).then(|| Path::new(bucket).join(key))
 }
 
 /// Where s3s-fs keeps an object's sidecar file of the given kind (`metadata` for the
@@ -137,6 +165,14 @@ mod tests {
         assert_eq!(check_key("dir/"), Ok(()));
         assert_eq!(check_key("a b/c+d%e=f#g/ünï.bin"), Ok(()));
         assert_eq!(check_key("..a/b..c/.d"), Ok(()));
+        let long = "x".repeat(256);
+        assert_eq!(
+            check_key(&format!("d/{long}")),
+            Err(KeyProblem::SegmentTooLong)
+        );
+        assert_eq!(check_key(&"x".repeat(255)), Ok(()));
+        let deep = vec!["y".repeat(200); 16].join("/");
+        assert_eq!(check_key(&deep), Err(KeyProblem::PathTooLong));
     }
 
     #[test]
@@ -145,10 +181,11 @@ mod tests {
         assert_eq!(bucket_dir(root, "data"), Some(PathBuf::from("/srv/data")));
         assert_eq!(bucket_dir(root, ".bucket-x"), None);
         assert_eq!(bucket_dir(root, ".."), None);
-        assert_eq!(object_path(root, "data", "a/../../x"), None);
+        assert_eq!(object_rel_path("data", "a/../../x"), None);
+        assert_eq!(object_rel_path("..", "x"), None);
         assert_eq!(
-            object_path(root, "data", "d/x.bin"),
-            Some(PathBuf::from("/srv/data/d/x.bin"))
+            object_rel_path("data", "d/x.bin"),
+            Some(PathBuf::from("data/d/x.bin"))
         );
     }
 
