@@ -178,6 +178,15 @@ fn open_no_follow(path: &Path, create: bool) -> std::io::Result<File> {
         .truncate(false)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
         .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                std::io::Error::other(
+                    "it is a symbolic link, and chute does not write through links (remove it or pass another state file)",
+                )
+            } else {
+                e
+            }
+        })
 }
 
 fn read_entries(file: &File, path: &Path) -> Result<HashMap<String, Entry>, DownloadError> {

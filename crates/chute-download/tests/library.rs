@@ -707,6 +707,15 @@ async fn a_symlinked_state_file_is_not_followed() {
     assert_eq!(s.objects, 1);
     assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
     assert_eq!(std::fs::read(dest.join("a.bin")).expect("read"), bytes);
+    // An explicit state file that is a link is not followed either.
+    let opts = DownloadOptions {
+        state_file: Some(work.path().join(".d.chute-state")),
+        ..quiet()
+    };
+    download(&client, &plan, &dest, &opts)
+        .await
+        .expect("download (without resume)");
+    assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
 }
 
 #[tokio::test]
