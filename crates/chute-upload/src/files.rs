@@ -27,9 +27,10 @@ pub struct UploadOptions {
     pub file_concurrency: usize,
     /// Gzip workers; 0 means one per available core.
     pub compress_threads: usize,
-    /// Gzip level, 0 (store) to 9 (smallest). The default, 1, compresses model
-    /// weights nearly as well as 6 at several times the speed (see
-    /// doc/BENCHMARKING.md); the time saved is worth more than the bytes.
+    /// Gzip level, 0 (store) to 9 (smallest). The default, 1: model weights are
+    /// mostly random mantissas that no level shrinks much, so the higher levels
+    /// cost several times the CPU for a few percent (compare with
+    /// `chute-bench upload --gzip-level N`).
     pub gzip_level: u32,
     /// Bytes of the tar stream per gzip member (the unit of parallel work).
     pub gzip_chunk: usize,
