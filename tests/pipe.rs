@@ -723,3 +723,160 @@ fn bad_input_is_a_clear_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--max-memory"), "{}", stderr(&out));
 }
+
+/// Runs `pipe_reader.py --splice|--tee` on one epoch of many 100 KiB objects
+/// streamed with a 2 MiB budget (so chute's buffers are freed and reused all the
+/// time) and checks every byte that reached the reader's second pipe.
+fn zero_copy_reader_gets_exact_bytes(how: &str) {
+    let srv = Serve::start();
+    let objects: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("{i:04}"), pattern(100 << 10, 900 + i as u64)))
+        .collect();
+    let named: Vec<(&str, Vec<u8>)> = objects
+        .iter()
+        .map(|(k, d)| (k.as_str(), d.clone()))
+        .collect();
+    let objects = put_all(&srv, "zc/", &named);
+    let want = concat(objects.values());
+    let p = pipe(
+        &srv,
+        &["s3://data/zc/", "--epochs", "1", "--max-memory", "2M"],
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pipe_reader.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(format!("--{how}"))
+        .arg(p.data_dir().join(CHANNEL))
+        .arg("1")
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python {how} reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("0 {} {}", want.len(), sha256(&want)),
+        "the {how} reader saw other bytes than the objects'"
+    );
+}
+
+#[test]
+fn splice_reader_gets_exact_bytes() {
+    zero_copy_reader_gets_exact_bytes("splice");
+}
+
+#[test]
+fn tee_reader_gets_exact_bytes() {
+    zero_copy_reader_gets_exact_bytes("tee");
+}
+
+#[test]
+fn an_object_failing_mid_stream_is_withheld_and_the_epoch_fails() {
+    use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
+    let srv = Serve::start();
+    let a = pattern(MIB + 3, 71);
+    srv.put("fail/a", &a);
+    srv.put("fail/b", &pattern(3 * MIB, 72));
+    srv.put("fail/c", &pattern(1_000, 73));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let upstream: std::net::SocketAddr = srv
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("endpoint address");
+    let proxy = rt.block_on(FaultProxy::start(upstream)).expect("proxy");
+    // b's body is cut after 1 MiB, and the GET that would resume it is refused:
+    // the object fails after part of it has arrived.
+    proxy.push(
+        FaultRule::new(FaultKind::CutBody {
+            after_body_bytes: MIB as u64,
+        })
+        .method("GET")
+        .path_contains("fail/b")
+        .times(1),
+    );
+    proxy.push(
+        FaultRule::new(FaultKind::Status {
+            status: 403,
+            code: "AccessDenied".into(),
+        })
+        .method("GET")
+        .path_contains("fail/b")
+        .times(1_000),
+    );
+    let mut cmd = chute();
+    cmd.args(["pipe", "s3://data/fail/", "--epochs", "2"])
+        .args(["--max-memory", "64M"])
+        .args(["--endpoint-url", &proxy.endpoint_url()]);
+    let mut p = Pipe::start(cmd);
+    let got = p.read_epoch(0);
+    assert_eq!(
+        got.len(),
+        a.len(),
+        "the reader must get a whole and nothing of b:\n{}",
+        p.log()
+    );
+    assert_eq!(sha256(&got), sha256(&a));
+    let status = p.finish();
+    assert_eq!(status.code(), Some(3), "{}", p.log());
+    let log = p.log();
+    assert!(
+        log.contains("s3://data/fail/b") && log.contains("epoch 0 failed"),
+        "{log}"
+    );
+    assert!(p.fifos_left().is_empty(), "{:?}", p.fifos_left());
+}
+
+/// Peak resident memory of a running process, from `/proc/PID/status`.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib << 10
+}
+
+#[test]
+fn gunzip_recordio_memory_stays_within_the_budget() {
+    let srv = Serve::start();
+    // ~200 MiB that compresses to well under 1 MiB: one record after gunzip.
+    let unit = pattern(4096, 81);
+    let big: Vec<u8> = unit.repeat(50 * 1024);
+    let small = pattern(5_000, 82);
+    srv.put("gzmem/a.gz", &gzip(&big));
+    srv.put("gzmem/b.gz", &gzip(&small));
+    let mut p = pipe(
+        &srv,
+        &[
+            "s3://data/gzmem/",
+            "--epochs",
+            "2",
+            "--gunzip",
+            "--record-wrapper",
+            "recordio",
+            "--max-memory",
+            "16M",
+        ],
+    );
+    let records = parse_recordio(&p.read_epoch(0));
+    assert_eq!(records.len(), 2, "{}", p.log());
+    assert_eq!(records[0].len(), big.len());
+    assert!(records[0] == big, "the decompressed record differs");
+    assert_eq!(records[1], small);
+    // Still running: waiting for epoch 1's reader.
+    p.wait_fifo(1);
+    let peak = peak_rss(p.child.id());
+    assert!(
+        peak < 96 << 20,
+        "chute pipe peaked at {} MiB with --max-memory 16M",
+        peak >> 20
+    );
+    drop(records);
+    let again = parse_recordio(&p.read_epoch(1));
+    assert!(again.len() == 2 && again[0] == big && again[1] == small);
+    assert!(p.finish().success(), "{}", p.log());
+}

@@ -1,6 +1,15 @@
 //! `chute pipe`: Pipe mode from the command line — the channel resolved as for
 //! every command, then streamed into `DIR/NAME_0`, `DIR/NAME_1`, ... until the
 //! epochs are done or SIGINT/SIGTERM; and the Pipe section of `chute demo`.
+//!
+//! When an epoch fails (an object that cannot be read, or is not gzip under
+//! `--gunzip`), the error is logged the moment it happens, the reader is given
+//! the whole objects before the failed one and then EOF (an object small enough
+//! to be withheld — up to half the read-ahead budget — never reaches the reader
+//! in part; a larger one may have begun), the FIFOs are removed, and the command
+//! exits 3 naming the object (2 for an object that is not gzip). A reader must
+//! therefore check the exit status before taking an epoch as complete; `chute
+//! run` does that for the training command and holds the FIFO open meanwhile.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -67,8 +67,9 @@ pub(crate) enum PartData {
         chunks: UnboundedReceiver<Result<Bytes, StoreError>>,
         /// Bytes the part will carry.
         len: u64,
-        /// The memory claim for them, released when the part is dropped.
-        _permit: OwnedSemaphorePermit,
+        /// The memory claim for them, released when dropped (by the writer,
+        /// once the bytes are written).
+        permit: OwnedSemaphorePermit,
     },
 }
 
@@ -328,7 +329,7 @@ pub(crate) async fn run(
                         PartData::Stream {
                             chunks,
                             len: want,
-                            _permit: permit,
+                            permit,
                         }
                     }
                 };

@@ -1,7 +1,7 @@
 //! Pipe mode: a channel's objects streamed into one named FIFO per epoch,
 //! `DIR/NAME_0`, `DIR/NAME_1`, ..., as SageMaker's Pipe input mode does.
 //!
-//! A run of [`run_pipe`]:
+//! A run of [`start_pipe`] (or [`run_pipe`]):
 //!
 //! - creates `NAME_0` (mode 0600 by default) and starts fetching at once, so the
 //!   first bytes are waiting when the reader opens it; logs once per epoch that it
@@ -11,20 +11,43 @@
 //!   epoch's FIFO, closes this one (the reader sees EOF) and removes it;
 //! - when the reader closes early (EPIPE), ends the epoch with a warning saying how
 //!   far it got, and moves on to the next FIFO;
-//! - when an object cannot be read (missing, changed, retries exhausted) or is not
-//!   valid gzip, gives the reader the bytes before it and EOF, removes the FIFOs and
-//!   returns the error naming the object. It does not go on to the next epoch: the
-//!   same object would fail again, and a training job should not run on a silently
-//!   truncated dataset;
+//! - when an item cannot be read (missing, changed, retries exhausted) or is not
+//!   valid gzip, the epoch fails: see below. It does not go on to the next epoch:
+//!   the same object would fail again, and a training job must not take a
+//!   cut-short epoch for a whole one;
 //! - on `shutdown` (SIGINT/SIGTERM in the binary), stops writing, releases any
 //!   reader blocked in `open` (it reads EOF), removes every FIFO and returns the
 //!   summary so far.
 //!
+//! # When an epoch fails
+//!
+//! Items no larger than half the read-ahead budget (most training objects) are
+//! withheld until all their bytes have arrived and, for gzip, decoded without
+//! error; so the reader never gets part of such an item. A larger item streams as
+//! it arrives, and a failure may come after some of it was written.
+//!
+//! Either way the failure is reported at once to the owner of the pipe by
+//! [`PipeHandle::failed`] (a [`PipeFailure`]: the error, the channel and the
+//! item), the reader is given the whole items before the failed one, and then,
+//! per [`PipeOptions::on_failure`]:
+//!
+//! - [`OnFailure::Hold`] (the default): the FIFO stays open **without EOF**, so a
+//!   reader cannot mistake the epoch for a complete one. The owner stops the
+//!   reader (`chute run` stops the training command) and then cancels the
+//!   `shutdown` token, which closes and removes the FIFOs; [`PipeHandle::wait`]
+//!   then returns the error. Until the token is cancelled the reader waits, so an
+//!   owner that uses `Hold` must act on [`PipeHandle::failed`].
+//! - [`OnFailure::Close`]: the reader sees EOF right after the last whole item,
+//!   and the pipe ends with the error (`chute pipe`, which reports it and exits
+//!   3, or 2 for an object that is not gzip). [`run_pipe`] always closes.
+//!
 //! Read-ahead lives in [`fetch`]: parts of objects fetched at high concurrency
 //! within a byte budget, handed over strictly in order. The FIFO side lives in
-//! [`fifo`] and a writer thread. Writes to a reader that has gone away must fail
-//! with `EPIPE` rather than kill the process: Rust programs ignore `SIGPIPE` from
-//! the start, and a host program embedding this crate must do the same.
+//! [`fifo`] and a writer thread. With `gunzip`, a quarter of the budget is kept
+//! for decoded bytes and the read-ahead gets the rest. Writes to a reader that
+//! has gone away must fail with `EPIPE` rather than kill the process: Rust
+//! programs ignore `SIGPIPE` from the start, and a host program embedding this
+//! crate must do the same.
 
 // A failure carries the object's S3 error whole (so callers can classify it) and
 // where in the epoch it happened; failures end a pipe, so their size costs nothing.
@@ -36,6 +59,7 @@ mod order;
 pub mod recordio;
 mod writer;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -43,7 +67,7 @@ use std::time::Duration;
 
 use chute_plan::{AugmentedRecord, Plan, Shard};
 use chute_s3::{Client, StoreError};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::fetch::FetchConfig;
@@ -59,6 +83,17 @@ pub enum RecordWrapper {
     None,
     /// One MXNet RecordIO record per item; see [`recordio`].
     RecordIo,
+}
+
+/// What the FIFO does after an epoch fails (see the crate documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Stay open without EOF until `shutdown` is cancelled: for an owner that
+    /// stops the reader first ([`PipeHandle::failed`] tells it when).
+    #[default]
+    Hold,
+    /// EOF right after the last whole item; the pipe ends with the error.
+    Close,
 }
 
 /// How a pipe runs.
@@ -80,6 +115,8 @@ pub struct PipeOptions {
     /// Objects larger than this are fetched as parallel parts of this size (at
     /// most an eighth of `max_memory`: see [`part_size_for`]).
     pub part_size: u64,
+    /// What the FIFO does after an epoch fails.
+    pub on_failure: OnFailure,
 }
 
 impl Default for PipeOptions {
@@ -93,6 +130,7 @@ impl Default for PipeOptions {
             max_memory: default_max_memory(),
             concurrency: 64,
             part_size: 32 << 20,
+            on_failure: OnFailure::Hold,
         }
     }
 }
@@ -175,12 +213,16 @@ impl PipeChannel {
         .await
     }
 
-    /// Streams every epoch; see [`run_pipe`].
+    /// Streams every epoch; see [`run_pipe`] (a failure closes the FIFO).
     pub async fn run(
         self,
         opts: PipeOptions,
         shutdown: CancellationToken,
     ) -> Result<PipeSummary, PipeError> {
+        let opts = PipeOptions {
+            on_failure: OnFailure::Close,
+            ..opts
+        };
         self.start(opts, shutdown).await?.wait().await
     }
 }
@@ -234,8 +276,8 @@ pub enum PipeError {
     },
 
     #[error(
-        "epoch {epoch} failed at {label} (record {record} of {records}, after {bytes} bytes; \
-         the reader got EOF there)"
+        "epoch {epoch} failed at {label} (record {record} of {records}, after {bytes} bytes \
+         had been written)"
     )]
     Object {
         epoch: u64,
@@ -268,6 +310,10 @@ pub enum PipeError {
 
     #[error("internal error in the pipe: {0}")]
     Internal(String),
+
+    /// A failure already handed to [`PipeHandle::failed`], which shares it.
+    #[error(transparent)]
+    Failed(Arc<PipeError>),
 }
 
 impl PipeError {
@@ -277,8 +323,45 @@ impl PipeError {
         match self {
             PipeError::InvalidChannel { .. } | PipeError::Gunzip { .. } => true,
             PipeError::Fifo { source, .. } => source.kind() == std::io::ErrorKind::AlreadyExists,
+            PipeError::Failed(e) => e.is_usage(),
             _ => false,
         }
+    }
+
+    /// The item that failed (`s3://bucket/key`, or `line N attribute A` of an
+    /// augmented manifest), when one is to blame.
+    pub fn object(&self) -> Option<&str> {
+        match self {
+            PipeError::Object { label, .. } | PipeError::Gunzip { label, .. } => Some(label),
+            PipeError::Failed(e) => e.object(),
+            _ => None,
+        }
+    }
+
+    /// The storage error behind the failure, when reading an object failed.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            PipeError::Object { source, .. } => Some(source),
+            PipeError::Failed(e) => e.store_error(),
+            _ => None,
+        }
+    }
+}
+
+/// An epoch that failed, as [`PipeHandle::failed`] reports it.
+#[derive(Debug, Clone)]
+pub struct PipeFailure {
+    /// The channel (`NAME`).
+    pub channel: String,
+    /// What went wrong; [`PipeError::object`] names the item and
+    /// [`PipeError::is_usage`] tells bad input (exit 2) from an unreadable
+    /// source (exit 3).
+    pub error: Arc<PipeError>,
+}
+
+impl std::fmt::Display for PipeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "channel {}: {}", self.channel, self.error)
     }
 }
 
@@ -308,6 +391,7 @@ fn check_channel(name: &str) -> Result<(), PipeError> {
 /// A pipe streaming in the background.
 pub struct PipeHandle {
     first_fifo: Option<PathBuf>,
+    failure: watch::Receiver<Option<PipeFailure>>,
     task: tokio::task::JoinHandle<Result<PipeSummary, PipeError>>,
 }
 
@@ -317,9 +401,35 @@ impl PipeHandle {
         self.first_fifo.as_deref()
     }
 
-    /// Waits until every epoch is streamed, the pipe fails or it is stopped.
+    /// Resolves as soon as an epoch fails, with the failure (`None` once the pipe
+    /// has ended without one: every epoch streamed, or stopped). Independent of
+    /// the handle, so it can be awaited in a `select!` while the handle is kept
+    /// for [`wait`](Self::wait); call it as often as needed.
+    ///
+    /// With [`OnFailure::Hold`] the FIFO is then open without EOF: stop the
+    /// reader, then cancel the `shutdown` token given to [`start_pipe`], then
+    /// [`wait`](Self::wait) (which returns the same error).
+    pub fn failed(&self) -> impl Future<Output = Option<PipeFailure>> + Send + 'static {
+        let mut rx = self.failure.clone();
+        async move {
+            let found = rx.wait_for(Option::is_some).await.map(|f| f.clone());
+            match found {
+                Ok(failure) => failure,
+                Err(_) => rx.borrow().clone(),
+            }
+        }
+    }
+
+    /// Waits until every epoch is streamed, the pipe fails (with
+    /// [`OnFailure::Hold`]: and is then stopped) or it is stopped.
     pub async fn wait(self) -> Result<PipeSummary, PipeError> {
-        match self.task.await {
+        let PipeHandle { failure, task, .. } = self;
+        drop(failure);
+        match task.await {
+            Ok(Err(PipeError::Failed(shared))) => {
+                // The error itself, unless a report of it is still held.
+                Err(Arc::try_unwrap(shared).unwrap_or_else(PipeError::Failed))
+            }
             Ok(r) => r,
             Err(e) => Err(PipeError::Internal(format!("the pipe task ended: {e}"))),
         }
@@ -328,7 +438,9 @@ impl PipeHandle {
 
 /// Streams `source` into `dir/channel_0`, `dir/channel_1`, ... until `opts.epochs`
 /// are done or `shutdown` is cancelled (which is not an error: the summary says
-/// `stopped`). See the crate documentation for the behaviour.
+/// `stopped`). See the crate documentation for the behaviour. The caller learns
+/// of a failure only when this returns, so a failure closes the FIFO
+/// ([`OnFailure::Close`], whatever `opts` says).
 pub async fn run_pipe(
     client: Client,
     source: PipeSource,
@@ -338,6 +450,10 @@ pub async fn run_pipe(
     opts: PipeOptions,
     shutdown: CancellationToken,
 ) -> Result<PipeSummary, PipeError> {
+    let opts = PipeOptions {
+        on_failure: OnFailure::Close,
+        ..opts
+    };
     start_pipe(client, source, shard, dir, channel, opts, shutdown)
         .await?
         .wait()
@@ -345,7 +461,8 @@ pub async fn run_pipe(
 }
 
 /// As [`run_pipe`], but returns as soon as `NAME_0` exists (for `chute run`, which
-/// starts the training command only once every channel is ready).
+/// starts the training command only once every channel is ready), and a failure
+/// does what `opts.on_failure` says.
 pub async fn start_pipe(
     client: Client,
     source: PipeSource,
@@ -380,9 +497,11 @@ async fn start_with_limit(
     record_limit: u64,
 ) -> Result<PipeHandle, PipeError> {
     check_channel(channel)?;
+    let (report_tx, failure) = watch::channel(None);
     if opts.epochs == Some(0) {
         return Ok(PipeHandle {
             first_fifo: None,
+            failure,
             task: tokio::spawn(async { Ok(PipeSummary::default()) }),
         });
     }
@@ -390,7 +509,10 @@ async fn start_with_limit(
         path: dir.to_path_buf(),
         source,
     })?;
-    let stop = Stop::new().map_err(|e| PipeError::Internal(format!("cannot make a pipe: {e}")))?;
+    let stop = Stop::new(dir).map_err(|source| PipeError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let first = fifo_path(dir, channel, 0);
     stop.create(&first, opts.fifo_mode)
         .map_err(|source| PipeError::Fifo {
@@ -403,6 +525,9 @@ async fn start_with_limit(
         PipeSource::Augmented { records } => Order::lines(records, opts.shuffle_seed, shard),
     });
     let budget = opts.max_memory.max(1 << 20);
+    // Decoded bytes count against the budget too: a share of it is theirs.
+    let decode_limit = if opts.gunzip { budget / 4 } else { 0 };
+    let fetch_budget = budget - decode_limit;
     let skip_below = Arc::new(AtomicU64::new(0));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let fetch_stop = CancellationToken::new();
@@ -411,15 +536,27 @@ async fn start_with_limit(
         order,
         FetchConfig {
             epochs: opts.epochs,
-            part_size: part_size_for(opts.part_size, budget),
+            part_size: part_size_for(opts.part_size, fetch_budget),
             concurrency: opts.concurrency.max(1),
-            budget,
+            budget: fetch_budget,
             stop: fetch_stop.clone(),
         },
         skip_below.clone(),
         tx,
     ));
 
+    let report_tx = Arc::new(report_tx);
+    let name = channel.to_owned();
+    let report = {
+        let (tx, name) = (report_tx.clone(), name.clone());
+        move |error: Arc<PipeError>| {
+            tracing::error!(channel = %name, "epoch failed: {error}");
+            let _ = tx.send(Some(PipeFailure {
+                channel: name.clone(),
+                error,
+            }));
+        }
+    };
     let mut writer = Writer::new(
         WriterConfig {
             dir: dir.to_path_buf(),
@@ -429,17 +566,38 @@ async fn start_with_limit(
             record_wrapper: opts.record_wrapper,
             gunzip: opts.gunzip,
             record_limit,
+            // Withheld items leave the read-ahead at least half the budget, and
+            // cannot take all of it (claims are in order: no deadlock).
+            hold_limit: fetch_budget / 2,
+            decode_limit,
+            on_failure: opts.on_failure,
         },
         rx,
         stop.clone(),
         skip_below,
+        Box::new(report.clone()),
+        fetch_stop.clone(),
     );
     let (done_tx, done_rx) = oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("chute-pipe-{channel}"))
         .spawn(move || {
-            let ended = writer.run();
-            let _ = done_tx.send((std::mem::take(&mut writer.summaries), ended));
+            let ended = match writer.run() {
+                // Failures the writer did not report itself (it reports those
+                // of an epoch in progress).
+                Err(e) if !matches!(e, PipeError::Failed(_)) => {
+                    let shared = Arc::new(e);
+                    report(shared.clone());
+                    Err(PipeError::Failed(shared))
+                }
+                other => other,
+            };
+            let summaries = std::mem::take(&mut writer.summaries);
+            // The report's sender goes first, so that `wait` can take the error
+            // back whole when nobody kept the report.
+            drop(writer);
+            drop(report);
+            let _ = done_tx.send((summaries, ended));
         });
     if let Err(e) = spawned {
         fetch.abort();
@@ -451,10 +609,13 @@ async fn start_with_limit(
     let task = tokio::spawn(async move {
         let result = supervise(fetch, done_rx, stop, shutdown, fetch_stop.clone()).await;
         fetch_stop.cancel();
+        // Ends `failed()` for a pipe that did not fail.
+        drop(report_tx);
         result
     });
     Ok(PipeHandle {
         first_fifo: Some(first),
+        failure,
         task,
     })
 }

@@ -2,11 +2,18 @@
 //! FIFO per epoch — waiting for the reader, decompressing and framing, noticing a
 //! reader that leaves early — and reports what each epoch delivered.
 //!
+//! An item (an object, an inline value) no larger than `hold_limit` is withheld
+//! until all of it has arrived, so a reader never sees part of an item that then
+//! fails; larger ones stream as their bytes arrive. A gzip item that is withheld
+//! is checked whole before any of it is written: decoded into memory when the
+//! result fits `decode_limit`, else decoded once to measure and validate it and
+//! again to write it.
+//!
 //! It is a plain thread rather than an async task because every FIFO operation may
 //! block for as long as the reader likes (`open` until it comes, `write` until it
 //! drains); the stop mechanism in [`crate::fifo`] bounds both.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +22,8 @@ use std::time::{Duration, Instant};
 use flate2::write::MultiGzDecoder;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 use chute_s3::StoreError;
@@ -23,11 +32,15 @@ use crate::fetch::{Msg, Part, PartData};
 use crate::fifo::{is_cancelled, Cancelled, FifoWriter, Gather, Stop};
 use crate::order::ItemSource;
 use crate::recordio::{BufferedFramer, KnownLengthFramer};
-use crate::{fifo_path, EpochSummary, PipeError, RecordWrapper};
+use crate::{fifo_path, EpochSummary, OnFailure, PipeError, RecordWrapper};
 
-/// Compressed bytes fed to the decoder at a time, which bounds the decoded bytes
-/// held between decoder and FIFO.
-const GZ_INPUT_SLICE: usize = 64 << 10;
+/// Compressed bytes fed to a streaming decoder at a time. Deflate expands a
+/// byte to at most about a kilobyte, so this bounds the decoded bytes held
+/// between decoder and FIFO to about a megabyte.
+const GZ_INPUT_SLICE: usize = 1 << 10;
+/// Decoded bytes read at a time when a withheld gzip item is too large to hold
+/// decoded.
+const GZ_READ: usize = 256 << 10;
 
 pub(crate) struct WriterConfig {
     pub dir: PathBuf,
@@ -38,6 +51,12 @@ pub(crate) struct WriterConfig {
     pub gunzip: bool,
     /// Longest RecordIO record payload (a parameter only so tests can split).
     pub record_limit: u64,
+    /// Items up to this size are withheld until complete.
+    pub hold_limit: u64,
+    /// Decoded bytes of one gzip item held in memory, at most (a share of the
+    /// budget the read-ahead does not use).
+    pub decode_limit: u64,
+    pub on_failure: OnFailure,
 }
 
 /// Why an item could not be streamed.
@@ -70,27 +89,30 @@ impl Sink for Gather {
 #[cfg(test)]
 impl Sink for Vec<u8> {}
 
-/// The transforms of one item between its fetched bytes and the FIFO.
+/// The transforms of one streamed item between its fetched bytes and the FIFO.
 struct ItemWriter {
     gz: Option<MultiGzDecoder<Vec<u8>>>,
     framer: Framer,
 }
 
 impl ItemWriter {
+    /// `size` is the payload's length when known (not for a gzip item).
     fn begin(
         cfg: &WriterConfig,
-        part: &Part,
+        size: u64,
+        gunzip: bool,
         out: &mut impl Write,
     ) -> Result<ItemWriter, ItemError> {
-        let is_object = matches!(part.item.source, ItemSource::Object { .. });
-        let gz = (cfg.gunzip && is_object).then(|| MultiGzDecoder::new(Vec::new()));
+        let gz = gunzip.then(|| MultiGzDecoder::new(Vec::new()));
         let framer = match cfg.record_wrapper {
             RecordWrapper::None => Framer::None,
-            RecordWrapper::RecordIo if gz.is_some() => {
-                Framer::Buffered(BufferedFramer::with_limit(cfg.record_limit))
-            }
+            // The decoded length is unknown until the end, and the item is too
+            // large to hold: continuation records of what memory allows.
+            RecordWrapper::RecordIo if gz.is_some() => Framer::Buffered(
+                BufferedFramer::with_limit(cfg.record_limit.min(cfg.decode_limit.max(1))),
+            ),
             RecordWrapper::RecordIo => Framer::Known(
-                KnownLengthFramer::with_limit(part.size, cfg.record_limit, out)
+                KnownLengthFramer::with_limit(size, cfg.record_limit, out)
                     .map_err(ItemError::Output)?,
             ),
         };
@@ -142,12 +164,150 @@ impl ItemWriter {
     }
 }
 
+/// Reads a withheld item's chunks as one stream.
+struct Chunks<'a> {
+    chunks: &'a [Bytes],
+    at: usize,
+    offset: usize,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(chunks: &'a [Bytes]) -> Self {
+        Chunks {
+            chunks,
+            at: 0,
+            offset: 0,
+        }
+    }
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(chunk) = self.chunks.get(self.at) {
+            let rest = &chunk[self.offset..];
+            if rest.is_empty() {
+                self.at += 1;
+                self.offset = 0;
+                continue;
+            }
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.offset += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+fn gz_reader(chunks: &[Bytes]) -> flate2::read::MultiGzDecoder<Chunks<'_>> {
+    flate2::read::MultiGzDecoder::new(Chunks::new(chunks))
+}
+
+/// Writes a complete gzip item: nothing reaches `out` unless all of it decodes.
+fn write_gunzipped(
+    cfg: &WriterConfig,
+    chunks: &[Bytes],
+    out: &mut impl Sink,
+) -> Result<(), ItemError> {
+    let limit = cfg.decode_limit;
+    let mut decoded = Vec::new();
+    let mut gz = gz_reader(chunks);
+    (&mut gz)
+        .take(limit + 1)
+        .read_to_end(&mut decoded)
+        .map_err(ItemError::Gunzip)?;
+    let fits = decoded.len() as u64 <= limit;
+    let total = if fits {
+        decoded.len() as u64
+    } else {
+        // Too large to hold decoded: measure (and validate) it, then decode it
+        // again on the way out.
+        let held = decoded.len() as u64;
+        drop(decoded);
+        decoded = Vec::new();
+        held + io::copy(&mut gz, &mut io::sink()).map_err(ItemError::Gunzip)?
+    };
+    let mut framer = match cfg.record_wrapper {
+        RecordWrapper::None => Framer::None,
+        RecordWrapper::RecordIo => Framer::Known(
+            KnownLengthFramer::with_limit(total, cfg.record_limit, out)
+                .map_err(ItemError::Output)?,
+        ),
+    };
+    if fits {
+        match &mut framer {
+            Framer::None => out.push(Bytes::from(decoded)).map_err(ItemError::Output)?,
+            f => ItemWriter::emit(f, &decoded, out)?,
+        }
+    } else {
+        let mut gz = gz_reader(chunks);
+        let mut buf = vec![0u8; GZ_READ];
+        loop {
+            let n = gz.read(&mut buf).map_err(ItemError::Gunzip)?;
+            if n == 0 {
+                break;
+            }
+            ItemWriter::emit(&mut framer, &buf[..n], out)?;
+        }
+    }
+    match framer {
+        Framer::Known(f) => f.finish().map_err(ItemError::Output),
+        _ => Ok(()),
+    }
+}
+
+/// The item being written.
+enum Pending {
+    /// Withheld until its last part: the fetched chunks, and the read-ahead
+    /// memory they hold until written.
+    Held {
+        chunks: Vec<Bytes>,
+        _permits: Vec<OwnedSemaphorePermit>,
+        size: u64,
+        gunzip: bool,
+    },
+    /// Too large to withhold: written as its bytes arrive.
+    Streamed(ItemWriter),
+}
+
+impl Pending {
+    fn take(&mut self, data: Bytes, out: &mut Gather) -> Result<(), ItemError> {
+        match self {
+            Pending::Held { chunks, .. } => {
+                if !data.is_empty() {
+                    chunks.push(data);
+                }
+                Ok(())
+            }
+            Pending::Streamed(w) => w.feed(&data, out),
+        }
+    }
+
+    fn finish(self, cfg: &WriterConfig, out: &mut Gather) -> Result<(), ItemError> {
+        match self {
+            Pending::Streamed(w) => w.finish(out),
+            Pending::Held {
+                chunks,
+                gunzip: true,
+                ..
+            } => write_gunzipped(cfg, &chunks, out),
+            Pending::Held { chunks, size, .. } => {
+                let mut w = ItemWriter::begin(cfg, size, false, out)?;
+                for c in &chunks {
+                    w.feed(c, out)?;
+                }
+                w.finish(out)
+            }
+        }
+    }
+}
+
 /// One epoch being streamed to a reader.
 struct Open {
     epoch: u64,
     path: PathBuf,
     out: Gather,
-    item: Option<ItemWriter>,
+    item: Option<Pending>,
     summary: EpochSummary,
     opened: Instant,
 }
@@ -167,6 +327,10 @@ pub(crate) struct Writer {
     rx: UnboundedReceiver<Msg>,
     stop: Arc<Stop>,
     skip_below: Arc<AtomicU64>,
+    /// Tells the owner of a failure the moment it happens.
+    report: Box<dyn Fn(Arc<PipeError>) + Send>,
+    /// Ends the read-ahead once an epoch has failed.
+    fetch_stop: CancellationToken,
     pub summaries: Vec<EpochSummary>,
 }
 
@@ -182,12 +346,16 @@ impl Writer {
         rx: UnboundedReceiver<Msg>,
         stop: Arc<Stop>,
         skip_below: Arc<AtomicU64>,
+        report: Box<dyn Fn(Arc<PipeError>) + Send>,
+        fetch_stop: CancellationToken,
     ) -> Writer {
         Writer {
             cfg,
             rx,
             stop,
             skip_below,
+            report,
+            fetch_stop,
             summaries: Vec::new(),
         }
     }
@@ -251,17 +419,14 @@ impl Writer {
                             self.output_failed(State::Streaming(open), e)?
                         }
                         Err(ItemError::Gunzip(source)) => {
-                            // Give the reader what came before, then EOF.
-                            let _ = open.out.flush();
-                            self.record(&mut open);
-                            let s = open.summary.clone();
-                            self.summaries.push(s.clone());
-                            return Err(PipeError::Gunzip {
+                            let s = &open.summary;
+                            let error = PipeError::Gunzip {
                                 epoch: s.epoch,
-                                label: s.failed_at.unwrap_or_default(),
+                                label: s.failed_at.clone().unwrap_or_default(),
                                 records_written: s.records_written,
                                 source,
-                            });
+                            };
+                            return Err(self.fail(open, error));
                         }
                     }
                 }
@@ -343,7 +508,22 @@ impl Writer {
             }))
         };
         if part.first {
-            open.item = Some(ItemWriter::begin(&self.cfg, &part, &mut open.out)?);
+            let gunzip = self.cfg.gunzip && matches!(part.item.source, ItemSource::Object { .. });
+            open.item = Some(if part.size <= self.cfg.hold_limit {
+                Pending::Held {
+                    chunks: Vec::new(),
+                    _permits: Vec::new(),
+                    size: part.size,
+                    gunzip,
+                }
+            } else {
+                Pending::Streamed(ItemWriter::begin(
+                    &self.cfg,
+                    part.size,
+                    gunzip,
+                    &mut open.out,
+                )?)
+            });
         }
         let Some(item) = open.item.as_mut() else {
             return Err(ItemError::Output(io::Error::other(
@@ -352,12 +532,12 @@ impl Writer {
         };
         let ready = PartData::Ready(Ok(Bytes::new()));
         match std::mem::replace(&mut part.data, ready) {
-            PartData::Ready(Ok(data)) => item.feed(&data, &mut open.out)?,
+            PartData::Ready(Ok(data)) => item.take(data, &mut open.out)?,
             PartData::Ready(Err(source)) => return Err(fetch_failed(Some(source))),
             PartData::Stream {
                 mut chunks,
                 len,
-                _permit,
+                permit,
             } => {
                 let mut got = 0u64;
                 loop {
@@ -373,7 +553,7 @@ impl Writer {
                     match chunk {
                         Some(Ok(data)) => {
                             got += data.len() as u64;
-                            item.feed(&data, &mut open.out)?;
+                            item.take(data, &mut open.out)?;
                         }
                         Some(Err(source)) => return Err(fetch_failed(Some(source))),
                         None if got == len => break,
@@ -383,11 +563,18 @@ impl Writer {
                         None => return Err(fetch_failed(None)),
                     }
                 }
+                if let Pending::Held {
+                    _permits: permits, ..
+                } = item
+                {
+                    // The bytes stay in memory until written: so does their claim.
+                    permits.push(permit);
+                }
             }
         }
         if part.last {
             if let Some(item) = open.item.take() {
-                item.finish(&mut open.out)?;
+                item.finish(&self.cfg, &mut open.out)?;
             }
             open.summary.records_written += 1;
         }
@@ -411,26 +598,24 @@ impl Writer {
         {
             let index = failed.index;
             let source = failed.source.take();
-            // Give the reader what came before, then EOF.
-            let _ = open.out.flush();
             self.record(&mut open);
-            let summary = open.summary.clone();
-            self.summaries.push(summary.clone());
-            drop(open);
-            return Err(match source {
+            let summary = &open.summary;
+            let label = summary.failed_at.clone().unwrap_or_default();
+            let error = match source {
                 Some(source) => PipeError::Object {
                     epoch: summary.epoch,
-                    label: summary.failed_at.unwrap_or_default(),
+                    label,
                     record: index + 1,
                     records: summary.records,
                     bytes: summary.bytes,
                     source,
                 },
                 None => PipeError::Internal(format!(
-                    "the GET of {} ended early without an error",
-                    summary.failed_at.unwrap_or_default()
+                    "epoch {} failed at {label}: its GET ended early without an error",
+                    summary.epoch
                 )),
-            });
+            };
+            return Err(self.fail(open, error));
         }
         if e.kind() == io::ErrorKind::BrokenPipe {
             self.record(&mut open);
@@ -459,6 +644,30 @@ impl Writer {
         self.record(&mut open);
         self.summaries.push(open.summary.clone());
         Err(PipeError::Write { path, source: e })
+    }
+
+    /// The epoch failed: tells the owner at once, gives the reader the whole
+    /// items before the failed one, then either closes the FIFO (the reader sees
+    /// EOF) or keeps it open without EOF until the pipe is stopped, as
+    /// configured. Returns the error, shared with the report.
+    fn fail(&mut self, mut open: Box<Open>, error: PipeError) -> PipeError {
+        // A withheld item's bytes (and their memory) go now, unwritten.
+        open.item = None;
+        let shared = Arc::new(error);
+        (self.report)(shared.clone());
+        self.fetch_stop.cancel();
+        let _ = open.out.flush();
+        self.record(&mut open);
+        self.summaries.push(open.summary.clone());
+        if self.cfg.on_failure == OnFailure::Hold {
+            tracing::info!(
+                "holding {} open without EOF until the pipe is stopped",
+                open.path.display()
+            );
+            self.stop.wait();
+        }
+        drop(open);
+        PipeError::Failed(shared)
     }
 
     fn record(&mut self, open: &mut Open) {
@@ -562,6 +771,103 @@ mod tests {
         }
         w.finish(&mut out)?;
         Ok(out)
+    }
+
+    fn cfg(record_wrapper: RecordWrapper, decode_limit: u64) -> WriterConfig {
+        WriterConfig {
+            dir: PathBuf::from("/nonexistent"),
+            channel: "c".into(),
+            fifo_mode: 0o600,
+            epochs: Some(1),
+            record_wrapper,
+            gunzip: true,
+            record_limit: crate::recordio::MAX_RECORD_LEN,
+            hold_limit: 1 << 20,
+            decode_limit,
+            on_failure: OnFailure::Close,
+        }
+    }
+
+    fn framed(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut f = KnownLengthFramer::begin(data.len() as u64, &mut out).unwrap();
+        f.write(data, &mut out).unwrap();
+        f.finish().unwrap();
+        out
+    }
+
+    /// A withheld gzip item's chunks, split unevenly.
+    fn held(gz: &[u8]) -> Vec<Bytes> {
+        gz.chunks(1000).map(Bytes::copy_from_slice).collect()
+    }
+
+    #[test]
+    fn withheld_gzip_is_written_whole_or_not_at_all() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let whole = gz(&data);
+        // Held decoded in memory, and (a limit below its size) decoded twice.
+        for limit in [16 << 20, 1000, 0] {
+            let mut out = Vec::new();
+            write_gunzipped(&cfg(RecordWrapper::None, limit), &held(&whole), &mut out)
+                .ok()
+                .expect("decodes");
+            assert!(out == data, "limit {limit}");
+            let mut out = Vec::new();
+            write_gunzipped(
+                &cfg(RecordWrapper::RecordIo, limit),
+                &held(&whole),
+                &mut out,
+            )
+            .ok()
+            .expect("decodes");
+            assert!(out == framed(&data), "limit {limit}: one record");
+        }
+        // Damage anywhere, even in the trailer: nothing is written.
+        for bad in [
+            &whole[..whole.len() - 4],
+            &whole[..whole.len() / 2],
+            b"not gzip",
+        ] {
+            for limit in [16 << 20, 1000] {
+                for wrapper in [RecordWrapper::None, RecordWrapper::RecordIo] {
+                    let mut out = Vec::new();
+                    let r = write_gunzipped(&cfg(wrapper, limit), &held(bad), &mut out);
+                    assert!(matches!(r, Err(ItemError::Gunzip(_))));
+                    assert!(out.is_empty(), "{} bytes written", out.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_gzip_recordio_holds_at_most_the_decode_limit() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let whole = gz(&data);
+        let cfg = cfg(RecordWrapper::RecordIo, 64 << 10);
+        let mut out = Vec::new();
+        let mut w = ItemWriter::begin(&cfg, whole.len() as u64, true, &mut out)
+            .ok()
+            .expect("begin");
+        for c in whole.chunks(5000) {
+            w.feed(&Bytes::copy_from_slice(c), &mut out)
+                .ok()
+                .expect("feed");
+        }
+        w.finish(&mut out).ok().expect("finish");
+        // Continuation records of 64 KiB payloads, joined back to the data.
+        let mut rest = &out[..];
+        let mut joined = Vec::new();
+        let mut records = 0;
+        while !rest.is_empty() {
+            let word = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+            let len = (word & 0x1fff_ffff) as usize;
+            assert!(len <= 64 << 10);
+            joined.extend_from_slice(&rest[8..8 + len]);
+            rest = &rest[8 + len + crate::recordio::padding(len as u64).len()..];
+            records += 1;
+        }
+        assert_eq!(records, data.len().div_ceil(64 << 10));
+        assert!(joined == data);
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The library API as `chute run` uses it: start a pipe, find `NAME_0` ready at
-//! once, read through it, stop it with the token; against a real `chute serve`
-//! endpoint in this process.
+//! once, read through it, stop it with the token, learn of a failed epoch while
+//! the FIFO is held open; against a real `chute serve` endpoint in this process
+//! (behind the fault-injecting proxy where a failure is needed).
 
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chute_pipe::{
-    fifo_path, start_pipe, CancellationToken, PipeOptions, PipeSource, RecordWrapper,
+    fifo_path, start_pipe, CancellationToken, OnFailure, PipeOptions, PipeSource, RecordWrapper,
 };
-use chute_plan::{plan_from_listing, ObjectInfo};
+use chute_plan::{plan_from_listing, ObjectInfo, Plan};
 use chute_s3::{Client, RetryPolicy, S3Config, S3Store};
 use chute_serve::{ServeConfig, Server};
 use sha2::{Digest, Sha256};
@@ -25,8 +26,13 @@ async fn serve(dir: &std::path::Path) -> (Server, Client) {
     })
     .await
     .expect("start chute serve");
+    let client = client_for(&server.endpoint_url()).await;
+    (server, client)
+}
+
+async fn client_for(endpoint_url: &str) -> Client {
     let store = S3Store::new(&S3Config {
-        endpoint_url: Some(server.endpoint_url()),
+        endpoint_url: Some(endpoint_url.to_owned()),
         region: Some("us-east-1".into()),
         access_key: Some("pipe-test-key".into()),
         secret_key: Some("pipe-test-secret".into()),
@@ -34,7 +40,7 @@ async fn serve(dir: &std::path::Path) -> (Server, Client) {
     })
     .await
     .expect("store");
-    (server, Client::new(Arc::new(store), RetryPolicy::default()))
+    Client::new(Arc::new(store), RetryPolicy::default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,5 +134,192 @@ async fn start_read_and_stop() {
     assert_eq!(summary.epochs.len(), 1);
     assert!(summary.epochs[0].complete);
     assert!(!next.exists(), "FIFOs are removed on stop");
+    server.shutdown().await;
+}
+
+/// Writes `objects` under `p/` in the bucket directory of `root`, and lists them
+/// back as a plan through `client`.
+async fn plan_of(root: &std::path::Path, client: &Client, objects: &[(&str, Vec<u8>)]) -> Plan {
+    for (name, data) in objects {
+        let path = root.join(BUCKET).join("p").join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, data).expect("write");
+    }
+    let listed = client
+        .list(BUCKET, "p/", &Default::default())
+        .await
+        .expect("list");
+    plan_from_listing(
+        "p/",
+        listed
+            .into_iter()
+            .map(|m| ObjectInfo {
+                bucket: BUCKET.into(),
+                key: m.key,
+                size: m.size,
+                etag: m.etag,
+            })
+            .collect(),
+    )
+}
+
+/// What a reader thread saw: bytes as they came, then EOF.
+enum Seen {
+    Bytes(usize),
+    Eof,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_epoch_is_reported_at_once_and_held_open_until_cancelled() {
+    use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
+    let root = tempfile::tempdir().expect("tempdir");
+    let (server, _) = serve(root.path()).await;
+    let upstream: std::net::SocketAddr = server
+        .endpoint_url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("endpoint address");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let client = client_for(&proxy.endpoint_url()).await;
+    let a: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let b: Vec<u8> = (0..8_000_000u32).map(|i| (i % 241) as u8).collect();
+    let plan = plan_of(root.path(), &client, &[("a.bin", a.clone()), ("b.bin", b)]).await;
+    // b is larger than a 4 MiB budget lets the pipe withhold, so it streams; its
+    // first GET is cut after 300 kB and the one that would resume it is refused.
+    proxy.push(
+        FaultRule::new(FaultKind::CutBody {
+            after_body_bytes: 300_000,
+        })
+        .method("GET")
+        .path_contains("p/b.bin")
+        .times(1),
+    );
+    proxy.push(
+        FaultRule::new(FaultKind::Status {
+            status: 403,
+            code: "AccessDenied".into(),
+        })
+        .method("GET")
+        .path_contains("p/b.bin")
+        .times(1_000),
+    );
+    let fifos = tempfile::tempdir().expect("fifo dir");
+    let stop = CancellationToken::new();
+    let handle = start_pipe(
+        client,
+        PipeSource::Objects(plan),
+        None,
+        fifos.path(),
+        "train",
+        PipeOptions {
+            epochs: Some(2),
+            max_memory: 4 << 20,
+            concurrency: 1,
+            ..PipeOptions::default()
+        },
+        stop.clone(),
+    )
+    .await
+    .expect("start");
+    assert_eq!(PipeOptions::default().on_failure, OnFailure::Hold);
+
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let path = fifo_path(fifos.path(), "train", 0);
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::open(path).expect("open NAME_0");
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match f.read(&mut buf).expect("read") {
+                0 => {
+                    let _ = seen_tx.send(Seen::Eof);
+                    return;
+                }
+                n => {
+                    let _ = seen_tx.send(Seen::Bytes(n));
+                }
+            }
+        }
+    });
+
+    let failure = tokio::time::timeout(Duration::from_secs(60), handle.failed())
+        .await
+        .expect("the failure is reported while the pipe runs")
+        .expect("a failure, not a clean end");
+    assert_eq!(failure.channel, "train");
+    assert_eq!(failure.error.object(), Some("s3://bkt/p/b.bin"));
+    assert!(failure.error.store_error().is_some(), "{}", failure.error);
+    assert!(!failure.error.is_usage());
+    assert!(
+        failure.to_string().contains("s3://bkt/p/b.bin"),
+        "{failure}"
+    );
+
+    // Held open: the reader has a and part of b, and no EOF however long it waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = 0;
+    while let Ok(s) = seen.try_recv() {
+        match s {
+            Seen::Bytes(n) => got += n,
+            Seen::Eof => panic!("the reader saw EOF before the pipe was cancelled"),
+        }
+    }
+    assert!(got > a.len(), "the streamed object had begun: {got} bytes");
+    assert!(got < a.len() + 8_000_000);
+    assert!(fifo_path(fifos.path(), "train", 0).exists());
+
+    stop.cancel();
+    let eof = tokio::task::spawn_blocking(move || loop {
+        match seen.recv_timeout(Duration::from_secs(30)) {
+            Ok(Seen::Eof) => return true,
+            Ok(Seen::Bytes(_)) => {}
+            Err(_) => return false,
+        }
+    })
+    .await
+    .expect("join");
+    assert!(eof, "cancelling closes the FIFO");
+    reader.join().expect("reader");
+    let e = tokio::time::timeout(Duration::from_secs(10), handle.wait())
+        .await
+        .expect("ends promptly")
+        .expect_err("the failure");
+    assert_eq!(e.object(), Some("s3://bkt/p/b.bin"));
+    assert!(e.to_string().contains("epoch 0 failed"), "{e}");
+    assert!(!fifo_path(fifos.path(), "train", 0).exists());
+    assert!(!fifo_path(fifos.path(), "train", 1).exists());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipe_that_does_not_fail_reports_none() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (server, client) = serve(root.path()).await;
+    let plan = plan_of(root.path(), &client, &[("x", vec![7u8; 1000])]).await;
+    let fifos = tempfile::tempdir().expect("fifo dir");
+    let handle = start_pipe(
+        client,
+        PipeSource::Objects(plan),
+        None,
+        fifos.path(),
+        "c",
+        PipeOptions {
+            epochs: Some(1),
+            ..PipeOptions::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("start");
+    let failed = handle.failed();
+    let path = fifo_path(fifos.path(), "c", 0);
+    let got = tokio::task::spawn_blocking(move || std::fs::read(path).expect("read"))
+        .await
+        .expect("reader");
+    assert_eq!(got, vec![7u8; 1000]);
+    let none = tokio::time::timeout(Duration::from_secs(10), failed)
+        .await
+        .expect("resolves once the pipe ends");
+    assert!(none.is_none());
+    handle.wait().await.expect("a clean end");
     server.shutdown().await;
 }
