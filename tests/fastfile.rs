@@ -19,16 +19,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use sha2::{Digest, Sha256};
 
+/// FUSE is this file's real part: missing, the tests skip loudly, or fail under CI.
 fn fuse_available() -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok();
-    if !ok {
-        eprintln!("SKIPPED: /dev/fuse is not usable here");
-    }
-    ok
+    chute_testkit::need::fuse("tests/fastfile.rs")
 }
 
 /// Whether `p` is a mount point (its device differs from its parent's).

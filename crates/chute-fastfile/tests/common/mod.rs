@@ -18,18 +18,10 @@ pub const PREFIX: &str = "data/";
 pub const ACCESS_KEY: &str = "fastfile-test-key";
 pub const SECRET_KEY: &str = "fastfile-test-secret-0123456789";
 
-/// Whether this machine can mount FUSE file systems; tests that need it say
-/// so and pass vacuously where it cannot (CI runs as root with /dev/fuse).
+/// Whether this machine can mount FUSE file systems: missing, the tests skip
+/// loudly on a developer's machine and fail under CI.
 pub fn fuse_available() -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok();
-    if !ok {
-        eprintln!("SKIPPED: /dev/fuse is not usable here");
-    }
-    ok
+    chute_testkit::need::fuse("chute-fastfile tests")
 }
 
 pub struct Env {
