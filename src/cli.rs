@@ -191,9 +191,36 @@ pub struct RunArgs {
     /// Default input mode (TrainingInputMode) for channels that name none: File, FastFile or Pipe.
     #[arg(long, value_name = "MODE", env = "CHUTE_INPUT_MODE")]
     pub input_mode: Option<String>,
-    /// Where channels (data/) and config files (config/) go.
-    #[arg(long, value_name = "DIR", default_value = "/opt/ml/input")]
-    pub input_dir: PathBuf,
+    /// The SageMaker base directory: input/, model/, output/data/, output/intermediate/
+    /// and checkpoints/ live under it.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SAGEMAKER_BASE_DIR",
+        default_value = "/opt/ml"
+    )]
+    pub base_dir: PathBuf,
+    /// Where channels (data/) and config files (config/) go (default <base-dir>/input).
+    #[arg(long, value_name = "DIR")]
+    pub input_dir: Option<PathBuf>,
+    /// The job's name (TrainingJobName); default: chute-<UTC date>-<time>.
+    #[arg(long, value_name = "NAME")]
+    pub job_name: Option<String>,
+    /// Hyperparameters: a JSON object (HyperParameters), e.g. {"epochs": "10"}.
+    #[arg(long, value_name = "FILE")]
+    pub hyperparameters: Option<PathBuf>,
+    /// One hyperparameter, KEY=VALUE (repeatable; wins over --hyperparameters and the request).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub hp: Vec<String>,
+    /// Where the model and output data go after a successful command (OutputDataConfig.S3OutputPath).
+    #[arg(long, value_name = "S3URI")]
+    pub output_path: Option<String>,
+    /// Checkpoints: s3://bucket/prefix[,local=PATH] (CheckpointConfig; local default <base-dir>/checkpoints).
+    #[arg(long, value_name = "S3URI[,local=PATH]")]
+    pub checkpoint: Option<String>,
+    /// Longest the command may run, in seconds (StoppingCondition.MaxRuntimeInSeconds).
+    #[arg(long, value_name = "SECS")]
+    pub max_runtime: Option<u64>,
     /// resourceconfig.json with this job's hosts (default <input-dir>/config/resourceconfig.json if present).
     #[arg(long, value_name = "FILE")]
     pub resource_config: Option<PathBuf>,

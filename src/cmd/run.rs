@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use chute_channel::SourceOptions;
-use chute_run::RunOptions;
+use chute_run::{JobFlags, RunOptions};
 use chute_s3::S3Config;
 
 use crate::cli::RunArgs;
@@ -18,7 +18,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         input_config: args.input_config,
         channel_flags: args.channels,
         input_mode: args.input_mode,
+        base_dir: args.base_dir,
         input_dir: args.input_dir,
+        job: JobFlags {
+            job_name: args.job_name,
+            hyperparameters_file: args.hyperparameters,
+            hyperparameters: args.hp,
+            output_path: args.output_path,
+            checkpoint: args.checkpoint,
+            max_runtime: args.max_runtime,
+        },
         resource_config: args.resource_config,
         shard_flags: args.shard_index.zip(args.shard_count),
         source: SourceOptions {

@@ -7,13 +7,16 @@
 //! errors, as they are for the API: a misspelt `InputMod` silently falling back to
 //! the default mode would deliver the data in a way the script does not expect.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chute_channel::ChannelSource;
 use chute_plan::{Distribution, S3Url, SourceUri};
 use serde_json::{Map, Value};
+
+use crate::request::JobFlags;
 
 /// The API's limit on channels per job.
 pub const MAX_CHANNELS: usize = 20;
@@ -205,6 +208,24 @@ pub enum ConfigError {
     /// `--input-mode` is not a mode.
     #[error("--input-mode '{0}' is not an input mode: use File, FastFile or Pipe")]
     DefaultMode(String),
+    /// A field of the request outside `InputDataConfig` is wrong.
+    #[error("{origin}: {field}: {problem}")]
+    Request {
+        /// `--input-config FILE`.
+        origin: String,
+        /// The field path, e.g. `OutputDataConfig.S3OutputPath`.
+        field: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// A job flag (`--job-name`, `--hp`, `--output-path`, ...) is wrong.
+    #[error("{flag}: {problem}")]
+    JobFlag {
+        /// The flag, with its value when that helps.
+        flag: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
 }
 
 /// Where a channel's definition came from; decides whether local `file://`
@@ -216,11 +237,61 @@ enum Origin {
     Flag,
 }
 
-/// The channels of a job and the job-level default mode.
+/// The whole job: its channels and the rest of a CreateTrainingJob request
+/// (or the flags that stand for it). See [`crate::request`].
 #[derive(Debug, Clone, Default)]
 pub struct JobConfig {
     /// Channels in the order given (config file first, then `--channel` flags).
     pub channels: Vec<ChannelSpec>,
+    /// `TrainingJobName` / `--job-name`, or a generated `chute-<UTC time>` name.
+    pub job_name: String,
+    /// Whether `job_name` was generated because none was given.
+    pub job_name_generated: bool,
+    /// `HyperParameters`, `--hyperparameters FILE` and `--hp KEY=VALUE`, merged in
+    /// that order (later wins); every value a string, as the API takes them.
+    pub hyperparameters: BTreeMap<String, String>,
+    /// `OutputDataConfig` / `--output-path`.
+    pub output: Option<OutputConfig>,
+    /// `CheckpointConfig` / `--checkpoint`.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// `ResourceConfig.InstanceType` (`current_instance_type` in
+    /// resourceconfig.json; `local` when not given, as the toolkit's default).
+    pub instance_type: Option<String>,
+    /// `ResourceConfig.InstanceCount`: checked against the hosts found.
+    pub instance_count: Option<u32>,
+    /// `StoppingCondition.MaxRuntimeInSeconds` / `--max-runtime`.
+    pub max_runtime: Option<Duration>,
+    /// `Environment`: exported to the command (after chute's own variables, so
+    /// a value here wins, as the request's Environment does on SageMaker).
+    pub environment: BTreeMap<String, String>,
+}
+
+/// Where the model and output data go after a successful command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputConfig {
+    /// `S3OutputPath`: `s3://bucket/prefix`; artifacts go under `<path>/<job>/output/`.
+    pub s3_output_path: String,
+    /// `CompressionType`.
+    pub compression: OutputCompression,
+}
+
+/// `OutputDataConfig.CompressionType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputCompression {
+    /// `GZIP` (the default): `model.tar.gz` and `output.tar.gz`.
+    #[default]
+    Gzip,
+    /// `NONE`: the files as they are, under `<job>/output/model/`.
+    None,
+}
+
+/// Checkpoints: synced between `local_path` and `s3_uri`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// `S3Uri`: `s3://bucket/prefix`.
+    pub s3_uri: String,
+    /// `LocalPath`, absolute (default `<base-dir>/checkpoints`).
+    pub local_path: PathBuf,
 }
 
 /// Reads and validates the whole job: the `--input-config` file (if any) and the
@@ -231,6 +302,26 @@ pub fn load(
     channel_flags: &[String],
     default_mode: Option<&str>,
 ) -> Result<JobConfig, ConfigError> {
+    load_job(
+        input_config,
+        channel_flags,
+        default_mode,
+        &JobFlags::default(),
+        Path::new(crate::request::DEFAULT_BASE_DIR),
+    )
+}
+
+/// Reads and validates the whole job: channels as [`load`] does, and the rest of
+/// the request (when `--input-config` is a whole CreateTrainingJob request) with
+/// the job `flags` on top. `base_dir` gives the default checkpoint directory.
+pub fn load_job(
+    input_config: Option<&Path>,
+    channel_flags: &[String],
+    default_mode: Option<&str>,
+    flags: &JobFlags,
+    base_dir: &Path,
+) -> Result<JobConfig, ConfigError> {
+    let mut request = None;
     let flag_mode = match default_mode {
         Some(m) => Some(InputMode::parse(m).ok_or_else(|| ConfigError::DefaultMode(m.to_owned()))?),
         None => None,
@@ -247,6 +338,9 @@ pub fn load(
             message: e.to_string(),
         })?;
         let origin = format!("--input-config {}", path.display());
+        if let Value::Object(obj) = &value {
+            request = Some((origin.clone(), obj.clone()));
+        }
         let (list, mode) = split_top_level(&origin, value)?;
         file_mode = mode;
         let default = flag_mode.or(file_mode).unwrap_or(InputMode::File);
@@ -269,7 +363,13 @@ pub fn load(
         channels.push(spec);
     }
     check_job(&channels)?;
-    Ok(JobConfig { channels })
+    let mut job = JobConfig {
+        channels,
+        ..JobConfig::default()
+    };
+    let request = request.as_ref().map(|(o, r)| (o.as_str(), r));
+    crate::request::apply(&mut job, request, flags, base_dir)?;
+    Ok(job)
 }
 
 /// Validates one channel given as JSON (a CreateTrainingJob `Channel`).

@@ -19,27 +19,77 @@ use serde_json::{Map, Value};
 
 use crate::config::ChannelSpec;
 
-/// Where things live under `--input-dir`.
+/// Where things live: `--base-dir` (SageMaker's `/opt/ml`) and `--input-dir`
+/// (`<base-dir>/input` unless given).
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// `<base-dir>`, absolute.
+    pub base_dir: PathBuf,
     /// `<input-dir>`, absolute.
     pub input_dir: PathBuf,
     /// `<input-dir>/data`.
     pub data_dir: PathBuf,
     /// `<input-dir>/config`.
     pub config_dir: PathBuf,
+    /// `<base-dir>/code`: the toolkit's default `SM_MODULE_DIR`.
+    pub code_dir: PathBuf,
+    /// `<base-dir>/model`: uploaded as the model after a successful command.
+    pub model_dir: PathBuf,
+    /// `<base-dir>/output`: `failure` and `success` go here.
+    pub output_dir: PathBuf,
+    /// `<base-dir>/output/data`: uploaded as `output.tar.gz`.
+    pub output_data_dir: PathBuf,
+    /// `<base-dir>/output/intermediate`.
+    pub output_intermediate_dir: PathBuf,
 }
 
 impl Layout {
-    /// The layout under `input_dir`, made absolute against the current directory
+    /// The layout with `input_dir` as given and the base directory its parent
+    /// (or itself when it has none), made absolute against the current directory
     /// (the command may change directory; the paths it is given must not move).
     pub fn new(input_dir: &Path) -> std::io::Result<Layout> {
         let input_dir = std::path::absolute(input_dir)?;
+        let base = input_dir.parent().unwrap_or(&input_dir).to_owned();
+        Layout::under(&base, Some(&input_dir))
+    }
+
+    /// The layout under `base_dir`, with `input_dir` (default `<base-dir>/input`).
+    pub fn under(base_dir: &Path, input_dir: Option<&Path>) -> std::io::Result<Layout> {
+        let base_dir = std::path::absolute(base_dir)?;
+        let input_dir = match input_dir {
+            Some(d) => std::path::absolute(d)?,
+            None => base_dir.join("input"),
+        };
+        let output_dir = base_dir.join("output");
         Ok(Layout {
             data_dir: input_dir.join("data"),
             config_dir: input_dir.join("config"),
             input_dir,
+            code_dir: base_dir.join("code"),
+            model_dir: base_dir.join("model"),
+            output_data_dir: output_dir.join("data"),
+            output_intermediate_dir: output_dir.join("intermediate"),
+            output_dir,
+            base_dir,
         })
+    }
+
+    /// The directories that exist before the command starts, in creation order.
+    pub fn directories(&self) -> [&Path; 7] {
+        [
+            &self.base_dir,
+            &self.input_dir,
+            &self.config_dir,
+            &self.data_dir,
+            &self.model_dir,
+            &self.output_data_dir,
+            &self.output_intermediate_dir,
+        ]
+    }
+
+    /// `<input-dir>/config/hyperparameters.json`.
+    pub fn hyperparameters_file(&self) -> PathBuf {
+        self.config_dir.join("hyperparameters.json")
     }
 
     /// `<input-dir>/data/<channel>`.
@@ -79,18 +129,55 @@ pub fn input_data_config(channels: &[ChannelSpec]) -> Value {
     Value::Object(out)
 }
 
-/// `resourceconfig.json` as SageMaker writes it, for the hosts found.
-pub fn resource_config(hosts: &Hosts) -> Value {
+/// `resourceconfig.json` as SageMaker writes it for a one-group job, for the
+/// hosts found, plus [`crate::hosts::CHUTE_MARKER`] naming this run, so that a
+/// later run never takes the file for the user's.
+pub fn resource_config(hosts: &Hosts, instance_type: &str, interface: &str) -> Value {
     let mut sorted = hosts.hosts.clone();
     sorted.sort();
+    let sorted = Value::Array(sorted.into_iter().map(Value::String).collect());
+    let mut group = Map::new();
+    group.insert(
+        "instance_group_name".into(),
+        crate::env::DEFAULT_GROUP.into(),
+    );
+    group.insert("instance_type".into(), instance_type.into());
+    group.insert("hosts".into(), sorted.clone());
     let mut out = Map::new();
     out.insert("current_host".into(), hosts.current.clone().into());
+    out.insert("current_instance_type".into(), instance_type.into());
     out.insert(
-        "hosts".into(),
-        Value::Array(sorted.into_iter().map(Value::String).collect()),
+        "current_group_name".into(),
+        crate::env::DEFAULT_GROUP.into(),
     );
-    out.insert("network_interface_name".into(), "eth0".into());
+    out.insert("hosts".into(), sorted);
+    out.insert(
+        "instance_groups".into(),
+        Value::Array(vec![Value::Object(group)]),
+    );
+    out.insert("network_interface_name".into(), interface.into());
+    out.insert(
+        crate::hosts::CHUTE_MARKER.into(),
+        crate::hosts::run_id().into(),
+    );
     Value::Object(out)
+}
+
+/// The interface of the default route (`/proc/net/route`), the one peers reach
+/// this host through; `eth0`, SageMaker's name, when there is none.
+pub fn network_interface() -> String {
+    std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|table| default_route_interface(&table))
+        .unwrap_or_else(|| "eth0".into())
+}
+
+fn default_route_interface(table: &str) -> Option<String> {
+    table.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        let iface = cols.next()?;
+        (cols.next()? == "00000000").then(|| iface.to_owned())
+    })
 }
 
 /// The `SM_*` variables, in a stable order.
@@ -267,9 +354,18 @@ mod tests {
             index: 1,
             source: HostSource::ResourceConfig,
         };
+        let rc = toolkit_json(&resource_config(&hosts, "ml.m5.large", "eth0"));
+        let want = format!(
+            r#"{{"chute_run_id":"{}","current_group_name":"homogeneousCluster","current_host":"algo-2","current_instance_type":"ml.m5.large","hosts":["algo-1","algo-2"],"instance_groups":[{{"hosts":["algo-1","algo-2"],"instance_group_name":"homogeneousCluster","instance_type":"ml.m5.large"}}],"network_interface_name":"eth0"}}"#,
+            crate::hosts::run_id()
+        );
+        assert_eq!(rc, want);
         assert_eq!(
-            toolkit_json(&resource_config(&hosts)),
-            r#"{"current_host":"algo-2","hosts":["algo-1","algo-2"],"network_interface_name":"eth0"}"#
+            default_route_interface(
+                "Iface\tDestination\tGateway\nlo\t0000007F\t0\nens5\t00000000\t0101A8C0\n"
+            )
+            .as_deref(),
+            Some("ens5")
         );
         let layout = Layout::new(Path::new("/opt/ml/input")).unwrap();
         let env = sm_env(&layout, &channels, &hosts, &idc);
