@@ -59,7 +59,7 @@ struct UploadArgs {
     part_size_mib: usize,
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     gzip_level: u32,
     /// Gzip workers (0: one per core).
     #[arg(long, default_value_t = 0)]
