@@ -10,12 +10,21 @@ use futures::StreamExt;
 use crate::list::list_all;
 use crate::read::{read_stream, with_retries, ReadRequest};
 use crate::stats::Stats;
-use crate::{ListOptions, ObjectMeta, ObjectStore, ReadStream, RetryPolicy, StoreError};
+use crate::{
+    ListOptions, ObjectMeta, ObjectStore, ReadLimits, ReadStream, RetryPolicy, StoreError,
+    MAX_OBJECT_SIZE,
+};
+
+/// What [`Client::read_to_bytes`] reserves up front at most: the size asked for
+/// comes from a listing or a HEAD, i.e. from the network, and is not trusted
+/// with an allocation; the buffer grows as bytes actually arrive.
+const MAX_PREALLOCATION: usize = 1 << 20;
 
 #[derive(Clone)]
 pub struct Client {
     store: Arc<dyn ObjectStore>,
     policy: RetryPolicy,
+    limits: ReadLimits,
     stats: Arc<Stats>,
 }
 
@@ -24,8 +33,20 @@ impl Client {
         Client {
             store,
             policy,
+            limits: ReadLimits::default(),
             stats: Arc::new(Stats::default()),
         }
+    }
+
+    /// The same client with other bounds on each read (throughput floor,
+    /// total resumptions).
+    pub fn with_read_limits(mut self, limits: ReadLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn read_limits(&self) -> &ReadLimits {
+        &self.limits
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -48,7 +69,7 @@ impl Client {
         prefix: &str,
         opts: &ListOptions,
     ) -> Result<Vec<ObjectMeta>, StoreError> {
-        list_all(
+        let mut objects = list_all(
             &*self.store,
             &self.policy,
             &self.stats,
@@ -56,7 +77,11 @@ impl Client {
             prefix,
             opts,
         )
-        .await
+        .await?;
+        for meta in &mut objects {
+            clamp_size(bucket, meta);
+        }
+        Ok(objects)
     }
 
     /// Every object under `prefix` with one chain of pages (for comparison and
@@ -74,11 +99,13 @@ impl Client {
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
-        with_retries(&self.policy, &self.stats, bucket, key, || {
+        let mut meta = with_retries(&self.policy, &self.stats, bucket, key, || {
             Stats::add(&self.stats.head_requests, 1);
             self.store.head(bucket, key)
         })
-        .await
+        .await?;
+        clamp_size(bucket, &mut meta);
+        Ok(meta)
     }
 
     /// The bytes of `range` of an object, as one stream however many attempts it
@@ -94,6 +121,7 @@ impl Client {
         read_stream(ReadRequest {
             store: self.store.clone(),
             policy: self.policy.clone(),
+            limits: self.limits.clone(),
             stats: self.stats.clone(),
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -111,7 +139,7 @@ impl Client {
         etag: Option<String>,
     ) -> Result<Bytes, StoreError> {
         let cap = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(0);
-        let mut buf = BytesMut::with_capacity(cap.min(64 << 20));
+        let mut buf = BytesMut::with_capacity(cap.min(MAX_PREALLOCATION));
         let mut stream = self.read(bucket, key, range, etag);
         while let Some(chunk) = stream.next().await {
             buf.extend_from_slice(&chunk?);
@@ -127,5 +155,37 @@ impl Client {
         }
         self.read_to_bytes(bucket, key, 0..meta.size, meta.etag)
             .await
+    }
+}
+
+/// Holds a size from the network to what S3 can store (see [`MAX_OBJECT_SIZE`]).
+fn clamp_size(bucket: &str, meta: &mut ObjectMeta) {
+    if meta.size > MAX_OBJECT_SIZE {
+        tracing::warn!(
+            "s3://{bucket}/{}: the server reports {} bytes, more than S3's 5 TiB maximum; \
+             treating the object as 5 TiB",
+            meta.key,
+            meta.size
+        );
+        meta.size = MAX_OBJECT_SIZE;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_from_the_network_are_clamped() {
+        let mut meta = ObjectMeta {
+            key: "k".into(),
+            size: u64::MAX,
+            etag: None,
+        };
+        clamp_size("b", &mut meta);
+        assert_eq!(meta.size, 5 << 40);
+        meta.size = 7;
+        clamp_size("b", &mut meta);
+        assert_eq!(meta.size, 7);
     }
 }

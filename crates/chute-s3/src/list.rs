@@ -7,8 +7,11 @@
 //! and then lists every sub-prefix found there as its own chain, many chains at a
 //! time. The result is merged back into one bytewise-sorted list, the same list a
 //! serial listing gives.
+//!
+//! Every continuation token of a chain is remembered: a server whose tokens
+//! cycle (A, B, A, B, ...) would otherwise be listed forever.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -46,6 +49,7 @@ async fn list_chain(
     let mut objects = Vec::new();
     let mut prefixes = Vec::new();
     let mut token: Option<String> = None;
+    let mut seen: HashSet<String> = HashSet::new();
     loop {
         let page = with_retries(policy, stats, bucket, prefix, || {
             Stats::add(&stats.list_requests, 1);
@@ -55,12 +59,16 @@ async fn list_chain(
         objects.extend(page.objects);
         prefixes.extend(page.common_prefixes);
         match page.next_token {
-            Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-            Some(_) => {
+            Some(t) if seen.insert(t.clone()) => token = Some(t),
+            Some(t) => {
                 return Err(StoreError::other(
                     bucket,
                     prefix,
-                    "the listing returned the same continuation token twice",
+                    format!(
+                        "the listing of this prefix returned continuation token {t:?} a second time \
+                         (after {} pages): the server's pagination loops, so the listing cannot end",
+                        seen.len() + 1
+                    ),
                 ))
             }
             None => break,
@@ -104,4 +112,105 @@ pub(crate) async fn list_all(
     // A store may list a key twice across fan-out boundaries; keep one.
     objects.dedup_by(|a, b| a.key == b.key);
     Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::{GetResponse, ListPage};
+
+    /// A store whose listing never ends: each page points to the next token of
+    /// `cycle`, wrapping around.
+    struct Cycling {
+        cycle: Vec<&'static str>,
+        pages: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Cycling {
+        async fn list_page(
+            &self,
+            _bucket: &str,
+            prefix: &str,
+            _delimiter: Option<&str>,
+            token: Option<String>,
+        ) -> Result<ListPage, StoreError> {
+            let n = self.pages.fetch_add(1, Ordering::SeqCst);
+            if n > 1000 {
+                // Far past where the loop must have been caught.
+                return Err(StoreError::other("b", prefix, "listed forever"));
+            }
+            let at = match token {
+                None => 0,
+                Some(t) => self.cycle.iter().position(|c| *c == t).map_or(0, |i| i + 1),
+            };
+            Ok(ListPage {
+                objects: vec![ObjectMeta {
+                    key: format!("{prefix}k{n}"),
+                    size: 1,
+                    etag: None,
+                }],
+                common_prefixes: Vec::new(),
+                next_token: Some(self.cycle[at % self.cycle.len()].to_owned()),
+            })
+        }
+
+        async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
+            Err(StoreError::other(bucket, key, "unused"))
+        }
+
+        async fn get_range(
+            &self,
+            bucket: &str,
+            key: &str,
+            _range: Range<u64>,
+            _if_match: Option<&str>,
+        ) -> Result<GetResponse, StoreError> {
+            Err(StoreError::other(bucket, key, "unused"))
+        }
+
+        fn describe(&self) -> String {
+            "cycling".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn alternating_tokens_are_an_error_naming_the_prefix() {
+        for cycle in [vec!["A", "B"], vec!["A"], vec!["x", "y", "z"]] {
+            let store = Cycling {
+                cycle: cycle.clone(),
+                pages: AtomicU64::new(0),
+            };
+            let opts = ListOptions {
+                concurrency: 1,
+                fanout_depth: 0,
+            };
+            let err = list_all(
+                &store,
+                &RetryPolicy::default(),
+                &Stats::default(),
+                "bucket",
+                "train/",
+                &opts,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with(
+                    "s3://bucket/train/: the listing of this prefix returned continuation token"
+                ) && err.contains(&format!("{:?}", cycle[0]))
+                    && err.contains("loops"),
+                "{err}"
+            );
+            assert_eq!(
+                store.pages.load(Ordering::SeqCst),
+                cycle.len() as u64 + 1,
+                "one page per token, then the repeat is caught"
+            );
+        }
+    }
 }

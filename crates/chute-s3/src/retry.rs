@@ -60,6 +60,39 @@ impl RetryPolicy {
     }
 }
 
+/// Bounds on one logical read that the per-attempt count cannot give: a body
+/// that keeps delivering a few bytes never stalls and keeps resetting that
+/// count, so it needs a floor on throughput and a ceiling on resumptions.
+#[derive(Debug, Clone)]
+pub struct ReadLimits {
+    /// A GET body that delivers fewer bytes per second than this, measured
+    /// over each `window`, is abandoned and resumed, as a stalled one is.
+    pub min_bytes_per_sec: u64,
+    /// The span the throughput floor is measured over; short bursts and
+    /// pauses within it average out.
+    pub window: Duration,
+    /// How many times one read may be resumed in all, progress or not.
+    pub max_resumes: u32,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            min_bytes_per_sec: 16 << 10,
+            window: Duration::from_secs(30),
+            max_resumes: 100,
+        }
+    }
+}
+
+impl ReadLimits {
+    /// Bytes a window must deliver.
+    pub(crate) fn window_floor(&self) -> u64 {
+        let bytes = self.min_bytes_per_sec as f64 * self.window.as_secs_f64();
+        bytes as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,11 @@ use futures::stream::BoxStream;
 
 use crate::StoreError;
 
+/// The largest object S3 can hold (5 TiB). A size above it in a listing or a
+/// HEAD is a server's mistake; [`crate::Client`] clamps it here, so no buffer,
+/// range or budget is ever computed from such a size.
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
 /// One object as a listing or HEAD reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {

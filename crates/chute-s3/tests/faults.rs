@@ -1,14 +1,16 @@
 //! Faults between client and server (a real proxy on loopback): throttling,
-//! bodies cut short, stalled and reset connections. Reads still return exact
-//! bytes within the retry budget; past it the error names the object.
+//! bodies cut short, stalled, trickling and reset connections. Reads still
+//! return exact bytes within the retry budget; past it the error names the
+//! object.
 
 mod common;
 
 use std::time::Duration;
 
-use chute_s3::{ListOptions, RetryPolicy, StoreError};
+use chute_s3::{ListOptions, ReadLimits, RetryPolicy, StoreError};
 use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
 use common::*;
+use futures::StreamExt;
 
 const KEY: &str = "faults/object.bin";
 const SIZE: usize = 6 * 1024 * 1024 + 123;
@@ -207,4 +209,95 @@ async fn wrong_secret_is_access_denied_without_echoing_it() {
     let msg = err.to_string();
     assert!(!msg.contains("not-the-secret-xyz"), "{msg}");
     assert!(msg.contains("AWS_SECRET_ACCESS_KEY"), "{msg}");
+}
+
+/// Bounds that judge throughput over one second of waiting: far below what
+/// loopback delivers, far above a trickle.
+fn quick_limits() -> ReadLimits {
+    ReadLimits {
+        min_bytes_per_sec: 64 << 10,
+        window: Duration::from_secs(1),
+        ..ReadLimits::default()
+    }
+}
+
+fn trickle(after_body_bytes: u64) -> FaultKind {
+    // 64 bytes every 50 ms: about 1.3 KB/s, so the 6 MiB object would take
+    // more than an hour, yet no pause comes near the stall timeout.
+    FaultKind::Trickle {
+        after_body_bytes,
+        step_bytes: 64,
+        pause: Duration::from_millis(50),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_bodies_are_abandoned_and_resumed() {
+    let (_srv, proxy, data) = setup().await;
+    proxy.push(get_rule(trickle(100_000), 2));
+    let client = client_for(&proxy.endpoint_url(), fast_policy())
+        .await
+        .with_read_limits(quick_limits());
+    let etag = client.head(BUCKET, KEY).await.expect("head").etag;
+    let res = tokio::time::timeout(
+        Duration::from_secs(120),
+        read_all(&client, KEY, 0..SIZE as u64, etag),
+    )
+    .await
+    .expect("a trickling body kept the read alive");
+    assert_eq!(sha256(&res.expect("read")), sha256(&data));
+    assert_eq!(client.stats().snapshot().retries, 2);
+    assert_eq!(proxy.stats().faults.trickle, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_always_trickles_ends_the_read() {
+    let (_srv, proxy, _data) = setup().await;
+    // Every attempt makes progress (10 kB at full speed), which resets the
+    // count of consecutive failures; only the total bound can end the read.
+    proxy.push(get_rule(trickle(10_000), 1000));
+    let limits = ReadLimits {
+        max_resumes: 3,
+        ..quick_limits()
+    };
+    let client = client_for(&proxy.endpoint_url(), fast_policy())
+        .await
+        .with_read_limits(limits);
+    let etag = client.head(BUCKET, KEY).await.expect("head").etag;
+    let res = tokio::time::timeout(
+        Duration::from_secs(120),
+        read_all(&client, KEY, 0..SIZE as u64, etag),
+    )
+    .await
+    .expect("a server that always trickles kept the read alive");
+    let err = res.expect_err("the read must fail");
+    assert!(
+        matches!(err, StoreError::RetriesExhausted { attempts: 4, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(KEY) && msg.contains("too slow"), "{msg}");
+    assert_eq!(proxy.stats().faults.trickle, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_not_a_slow_server() {
+    let (_srv, proxy, data) = setup().await;
+    let client = client_for(&proxy.endpoint_url(), fast_policy())
+        .await
+        .with_read_limits(quick_limits());
+    let etag = client.head(BUCKET, KEY).await.expect("head").etag;
+    let mut stream = client.read(BUCKET, KEY, 0..SIZE as u64, etag);
+    let mut got = Vec::new();
+    let mut chunks = 0;
+    while let Some(chunk) = stream.next().await {
+        got.extend_from_slice(&chunk.expect("chunk"));
+        chunks += 1;
+        if chunks <= 2 {
+            // The consumer, not the server, is slow: longer than a window.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+    assert_eq!(sha256(&got), sha256(&data));
+    assert_eq!(client.stats().snapshot().retries, 0);
 }
