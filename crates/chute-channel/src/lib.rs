@@ -7,25 +7,34 @@
 
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
 use chute_plan::{
-    augmented_objects, check_rel_path, parse_augmented_manifest, parse_manifest, plan_from_entries,
-    plan_from_listing, AugmentedRecord, Distribution, Hosts, ManifestError, ObjectInfo, Plan,
-    S3Url, Skipped, SourceUri, UriError,
+    check_rel_path, plan_from_entries, plan_from_listing, AugmentedField, AugmentedParser,
+    AugmentedRecord, Distribution, ManifestEntry, ManifestError, ManifestParser, ObjectInfo, Plan,
+    S3Url, Shard, Skipped, SourceUri, UriError,
 };
 use chute_s3::{
-    Client, ErrorClass, ListOptions, LocalStore, ObjectStore, RetryPolicy, S3Config, S3Store,
-    StoreError,
+    Client, ErrorClass, ListOptions, LocalStore, ObjectStore, ReadLimits, ReadStream, RetryPolicy,
+    S3Config, S3Store, StoreError,
 };
 use futures::{StreamExt, TryStreamExt};
+use tokio::io::AsyncReadExt;
 
 /// HEAD requests in flight while sizing the objects a manifest names.
 const HEAD_CONCURRENCY: usize = 64;
+
+/// Bytes read from a local manifest at a time.
+const READ_CHUNK: usize = 64 << 10;
 
 /// How to reach the data and how hard to try.
 #[derive(Debug, Clone, Default)]
 pub struct SourceOptions {
     pub s3: S3Config,
     pub retry: RetryPolicy,
+    /// Throughput floor and total resumptions of each read.
+    pub read_limits: ReadLimits,
     pub list: ListOptions,
 }
 
@@ -89,7 +98,7 @@ impl ChannelError {
 /// A client for S3 with these options.
 pub async fn s3_client(opts: &SourceOptions) -> Result<Client, ChannelError> {
     let store = S3Store::new(&opts.s3).await?;
-    Ok(Client::new(Arc::new(store), opts.retry.clone()))
+    Ok(Client::new(Arc::new(store), opts.retry.clone()).with_read_limits(opts.read_limits.clone()))
 }
 
 /// A client for a source, and the bucket and prefix to use with it. Local
@@ -105,7 +114,7 @@ pub async fn client_for(
         SourceUri::Local { root } => {
             let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(root.clone())?);
             Ok((
-                Client::new(store, opts.retry.clone()),
+                Client::new(store, opts.retry.clone()).with_read_limits(opts.read_limits.clone()),
                 String::new(),
                 String::new(),
             ))
@@ -113,41 +122,171 @@ pub async fn client_for(
     }
 }
 
-/// Reads a small file named by an `s3://` or `file://` URI (a manifest).
-async fn read_uri(uri: &str, opts: &SourceOptions) -> Result<Vec<u8>, ChannelError> {
-    if let Some(path) = uri.strip_prefix("file://") {
-        return tokio::fs::read(path)
-            .await
-            .map_err(|source| ChannelError::Io {
-                path: path.to_owned(),
-                source,
-            });
-    }
-    let url = S3Url::parse(uri)?;
-    let client = s3_client(opts).await?;
-    Ok(client.get_object(&url.bucket, &url.key).await?.to_vec())
+/// The bytes of a manifest named by an `s3://` or `file://` URI, as they
+/// arrive: a manifest may be large, and is never held whole.
+enum ManifestBytes {
+    File { file: tokio::fs::File, path: String },
+    S3(ReadStream),
 }
 
-/// Plans objects named by a manifest: HEADs each (in order, many at a time) for
-/// its size and version. Entries whose path is unsafe are skipped up front, so
-/// no request is spent on them and an impossible key cannot fail the channel.
-async fn plan_named(client: &Client, items: Vec<(S3Url, String)>) -> Result<Plan, ChannelError> {
-    let mut skipped = Vec::new();
-    let items: Vec<_> = items
-        .into_iter()
-        .filter(|(url, path)| match check_rel_path(path) {
-            Err(reason) => {
-                skipped.push(Skipped {
-                    key: url.key.clone(),
-                    reason,
-                });
-                false
+impl ManifestBytes {
+    async fn open(uri: &str, client: &Client) -> Result<ManifestBytes, ChannelError> {
+        if let Some(path) = uri.strip_prefix("file://") {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|source| ChannelError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            return Ok(ManifestBytes::File {
+                file,
+                path: path.to_owned(),
+            });
+        }
+        let url = S3Url::parse(uri)?;
+        let meta = client.head(&url.bucket, &url.key).await?;
+        if meta.size == 0 {
+            return Ok(ManifestBytes::S3(futures::stream::empty().boxed()));
+        }
+        Ok(ManifestBytes::S3(client.read(
+            &url.bucket,
+            &url.key,
+            0..meta.size,
+            meta.etag,
+        )))
+    }
+
+    /// The next piece of the file; `None` at its end.
+    async fn next(&mut self) -> Result<Option<Bytes>, ChannelError> {
+        match self {
+            ManifestBytes::File { file, path } => {
+                let mut buf = vec![0u8; READ_CHUNK];
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(|source| ChannelError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                buf.truncate(n);
+                Ok((n > 0).then(|| Bytes::from(buf)))
             }
-            Ok(_) => true,
-        })
-        .collect();
-    let entries: Vec<(ObjectInfo, String)> = futures::stream::iter(items)
-        .map(|(url, path)| async move {
+            ManifestBytes::S3(stream) => Ok(stream.next().await.transpose()?),
+        }
+    }
+}
+
+/// A manifest's parser, whichever kind.
+enum Parser {
+    Plain(ManifestParser),
+    Augmented(AugmentedParser),
+}
+
+/// What a manifest yields, in file order.
+enum Named {
+    /// An object to size, and its relative path in the channel.
+    Object(S3Url, String),
+    /// An augmented-manifest record, for Pipe mode.
+    Record(AugmentedRecord),
+}
+
+/// A named thing once sized.
+enum Sized {
+    Entry(ObjectInfo, String),
+    Skipped(Skipped),
+    Record(AugmentedRecord),
+}
+
+impl Parser {
+    /// Parses `bytes` (the end of the file when `None`) into `queue`.
+    fn take(
+        &mut self,
+        bytes: Option<&[u8]>,
+        queue: &mut VecDeque<Named>,
+    ) -> Result<(), ManifestError> {
+        match self {
+            Parser::Plain(p) => {
+                let mut entries: Vec<ManifestEntry> = Vec::new();
+                match bytes {
+                    Some(b) => p.feed(b, &mut entries)?,
+                    None => p.finish(&mut entries)?,
+                }
+                let bucket = p.bucket().unwrap_or_default();
+                queue.extend(entries.into_iter().map(|e| {
+                    let url = S3Url {
+                        bucket: bucket.to_owned(),
+                        key: e.key,
+                    };
+                    Named::Object(url, e.rel)
+                }));
+            }
+            Parser::Augmented(p) => {
+                let mut records = Vec::new();
+                match bytes {
+                    Some(b) => p.feed(b, &mut records)?,
+                    None => p.finish(&mut records)?,
+                }
+                for record in records {
+                    // Such an object appears at its full key (see
+                    // `chute_plan::augmented_objects`).
+                    for f in &record.fields {
+                        if let AugmentedField::Ref { url, .. } = f {
+                            queue.push_back(Named::Object(url.clone(), url.key.clone()));
+                        }
+                    }
+                    queue.push_back(Named::Record(record));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a manifest as it arrives and plans the objects it names: each is
+/// HEADed for its size and version, many at a time and while the rest of the
+/// file is still being read. Entries whose path is unsafe are skipped up
+/// front, so no request is spent on them and an impossible key cannot fail the
+/// channel. Returns the plan and, for an augmented manifest, its records.
+async fn plan_manifest(
+    client: &Client,
+    uri: &str,
+    bytes: ManifestBytes,
+    parser: Parser,
+) -> Result<(Plan, Vec<AugmentedRecord>), ChannelError> {
+    let in_manifest = |source| ChannelError::Manifest {
+        uri: uri.to_owned(),
+        source,
+    };
+    let named = futures::stream::try_unfold(
+        (bytes, parser, VecDeque::new(), false),
+        move |(mut bytes, mut parser, mut queue, mut ended)| async move {
+            loop {
+                if let Some(item) = queue.pop_front() {
+                    return Ok(Some((item, (bytes, parser, queue, ended))));
+                }
+                if ended {
+                    return Ok(None);
+                }
+                let chunk = bytes.next().await?;
+                ended = chunk.is_none();
+                parser
+                    .take(chunk.as_deref(), &mut queue)
+                    .map_err(in_manifest)?;
+            }
+        },
+    );
+    let sized: Vec<Sized> = named
+        .map_ok(|item| async move {
+            let (url, path) = match item {
+                Named::Record(r) => return Ok(Sized::Record(r)),
+                Named::Object(url, path) => (url, path),
+            };
+            if let Err(reason) = check_rel_path(&path) {
+                return Ok(Sized::Skipped(Skipped {
+                    key: url.key,
+                    reason,
+                }));
+            }
             // A folder entry names a directory, not an object to size.
             let (size, etag) = if path.ends_with('/') {
                 (0, None)
@@ -155,22 +294,30 @@ async fn plan_named(client: &Client, items: Vec<(S3Url, String)>) -> Result<Plan
                 let meta = client.head(&url.bucket, &url.key).await?;
                 (meta.size, meta.etag)
             };
-            Ok::<_, ChannelError>((
-                ObjectInfo {
-                    bucket: url.bucket,
-                    key: url.key,
-                    size,
-                    etag,
-                },
-                path,
-            ))
+            let info = ObjectInfo {
+                bucket: url.bucket,
+                key: url.key,
+                size,
+                etag,
+            };
+            Ok::<_, ChannelError>(Sized::Entry(info, path))
         })
-        .buffered(HEAD_CONCURRENCY)
+        .try_buffered(HEAD_CONCURRENCY)
         .try_collect()
         .await?;
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    let mut records = Vec::new();
+    for s in sized {
+        match s {
+            Sized::Entry(info, path) => entries.push((info, path)),
+            Sized::Skipped(s) => skipped.push(s),
+            Sized::Record(r) => records.push(r),
+        }
+    }
     let mut plan = plan_from_entries(entries);
     plan.skipped.extend(skipped);
-    Ok(plan)
+    Ok((plan, records))
 }
 
 /// Lists or reads the channel's object list and plans it (all hosts' objects).
@@ -198,26 +345,10 @@ pub async fn resolve(
             })
         }
         ChannelSource::Manifest(uri) => {
-            let bytes = read_uri(uri, opts).await?;
-            let manifest = parse_manifest(&bytes).map_err(|source| ChannelError::Manifest {
-                uri: uri.clone(),
-                source,
-            })?;
             let client = s3_client(opts).await?;
-            let items = manifest
-                .entries
-                .into_iter()
-                .map(|e| {
-                    (
-                        S3Url {
-                            bucket: manifest.bucket.clone(),
-                            key: e.key,
-                        },
-                        e.rel,
-                    )
-                })
-                .collect();
-            let plan = plan_named(&client, items).await?;
+            let bytes = ManifestBytes::open(uri, &client).await?;
+            let parser = Parser::Plain(ManifestParser::new());
+            let (plan, _) = plan_manifest(&client, uri, bytes, parser).await?;
             Ok(Channel {
                 client,
                 plan,
@@ -228,22 +359,15 @@ pub async fn resolve(
             uri,
             attribute_names,
         } => {
-            let bytes = read_uri(uri, opts).await?;
-            let records = parse_augmented_manifest(&bytes, attribute_names).map_err(|source| {
-                ChannelError::Manifest {
+            let parser =
+                AugmentedParser::new(attribute_names).map_err(|source| ChannelError::Manifest {
                     uri: uri.clone(),
                     source,
-                }
-            })?;
+                })?;
             let client = s3_client(opts).await?;
-            let items = augmented_objects(&records)
-                .into_iter()
-                .map(|url| {
-                    let path = url.key.clone();
-                    (url, path)
-                })
-                .collect();
-            let plan = plan_named(&client, items).await?;
+            let bytes = ManifestBytes::open(uri, &client).await?;
+            let (plan, records) =
+                plan_manifest(&client, uri, bytes, Parser::Augmented(parser)).await?;
             Ok(Channel {
                 client,
                 plan,
@@ -253,10 +377,12 @@ pub async fn resolve(
     }
 }
 
-/// This host's part of a plan.
-pub fn distribute(plan: Plan, distribution: Distribution, hosts: &Hosts) -> Plan {
+/// This host's part of a plan. `hosts` is a [`Hosts`](chute_plan::Hosts), a
+/// [`JobHosts`](chute_plan::JobHosts) or the
+/// [`Shard`] itself.
+pub fn distribute(plan: Plan, distribution: Distribution, hosts: impl Into<Shard>) -> Plan {
     match distribution {
         Distribution::FullyReplicated => plan,
-        Distribution::ShardedByS3Key => plan.shard(&hosts.shard()),
+        Distribution::ShardedByS3Key => plan.shard(&hosts.into()),
     }
 }

@@ -19,14 +19,15 @@ pub mod shuffle;
 pub mod uri;
 
 pub use manifest::{
-    augmented_objects, parse_augmented_manifest, parse_manifest, AugmentedField, AugmentedRecord,
-    Manifest, ManifestEntry, ManifestError,
+    augmented_objects, parse_augmented_manifest, parse_manifest, AugmentedField, AugmentedParser,
+    AugmentedRecord, Manifest, ManifestEntry, ManifestError, ManifestParser, MAX_AUGMENTED_LINE,
+    MAX_MANIFEST_ENTRY,
 };
 pub use path::{check_rel_path, relative_key, PathKind, SkipReason};
 pub use plan::{plan_from_entries, plan_from_listing, ObjectInfo, Plan, PlannedObject, Skipped};
 pub use shard::{
-    discover_hosts, shard_indices, Distribution, DistributionError, HostError, HostSource, Hosts,
-    Shard, ShardError,
+    discover_hosts, discover_job_hosts, shard_indices, Distribution, DistributionError, HostError,
+    HostNames, HostSource, Hosts, JobHosts, Shard, ShardError, MAX_HOSTS,
 };
 pub use shuffle::{permutation, shuffle_then_shard};
 pub use uri::{S3Url, SourceUri, UriError};

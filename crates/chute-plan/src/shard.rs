@@ -14,12 +14,22 @@
 //! `SLURM_NODEID` + `SLURM_NNODES`, else a single host. A source that is only half
 //! present is an error rather than a silent fall-through: a host that wrongly
 //! believes it is alone would read every object, and another host's shard twice.
+//!
+//! A job has at most [`MAX_HOSTS`] hosts, whatever the source says: counts come
+//! from flags and environment variables, and a typo there must be an error, not
+//! an attempt to name 10^12 hosts. Generated names (`host-<i>`) are built when
+//! asked for ([`HostNames`]), never all at once up front.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+/// The most hosts (and so shards) a job may have. Far above any real cluster,
+/// low enough that a per-host list or loop is never a hazard.
+pub const MAX_HOSTS: usize = 65_536;
 
 /// `S3DataDistributionType`: whether every host gets all objects or a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -97,13 +107,22 @@ pub enum ShardError {
         /// The count given.
         count: usize,
     },
+    /// More shards than [`MAX_HOSTS`].
+    #[error("shard count {count} is too large: at most {MAX_HOSTS} shards (hosts) are supported")]
+    TooMany {
+        /// The count given.
+        count: usize,
+    },
 }
 
 impl Shard {
-    /// Checks `count >= 1` and `index < count`.
+    /// Checks `1 <= count <= MAX_HOSTS` and `index < count`.
     pub fn new(index: usize, count: usize) -> Result<Shard, ShardError> {
         if count == 0 {
             return Err(ShardError::ZeroCount);
+        }
+        if count > MAX_HOSTS {
+            return Err(ShardError::TooMany { count });
         }
         if index >= count {
             return Err(ShardError::IndexOutOfRange { index, count });
@@ -199,6 +218,159 @@ impl Hosts {
     }
 }
 
+/// The names of a job's hosts, in shard order (host `k` gets shard `k`).
+///
+/// Generated names are made when asked for, so a job of many hosts costs no
+/// memory per host; a listed job holds the names it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostNames {
+    /// Names the platform gave (`resourceconfig.json`, `SM_HOSTS`, or the single
+    /// host), sorted bytewise.
+    Listed(Vec<String>),
+    /// `count` generated names, `host-<i>` zero-padded to a common width (see
+    /// [`indexed_host_name`]); their bytewise order is their index order.
+    Indexed {
+        /// How many hosts, `1..=MAX_HOSTS`.
+        count: usize,
+    },
+}
+
+impl HostNames {
+    /// How many hosts.
+    pub fn len(&self) -> usize {
+        match self {
+            HostNames::Listed(names) => names.len(),
+            HostNames::Indexed { count } => *count,
+        }
+    }
+
+    /// Whether there is no host (never the case for a discovered list).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name of host `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<Cow<'_, str>> {
+        match self {
+            HostNames::Listed(names) => names.get(i).map(|n| Cow::Borrowed(n.as_str())),
+            HostNames::Indexed { count } => {
+                (i < *count).then(|| Cow::Owned(indexed_host_name(i, *count)))
+            }
+        }
+    }
+
+    /// Every name, in shard order, each built as the iterator reaches it.
+    pub fn iter(&self) -> impl Iterator<Item = Cow<'_, str>> + '_ {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
+
+    /// Bytes of the compact JSON list (`["a","b"]`, as `SM_HOSTS` carries it),
+    /// computed without building the list: a caller can check a size limit
+    /// (one environment string holds at most 128 KiB on Linux) first.
+    pub fn json_len(&self) -> usize {
+        let names: usize = self.iter().map(|n| json_string_len(&n)).sum();
+        // Brackets, and a comma between names.
+        2 + names + self.len().saturating_sub(1)
+    }
+
+    /// The compact JSON list of the names, as `SM_HOSTS` carries it.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(self.json_len());
+        out.push('[');
+        for (i, name) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Serialising a string to a String cannot fail.
+            out.push_str(&serde_json::to_string(name.as_ref()).unwrap_or_default());
+        }
+        out.push(']');
+        out
+    }
+
+    /// Every name, built: at most [`MAX_HOSTS`] strings.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(Cow::into_owned).collect()
+    }
+}
+
+/// Bytes `name` takes as a JSON string, quotes included.
+fn json_string_len(name: &str) -> usize {
+    serde_json::to_string(name).map_or(0, |s| s.len())
+}
+
+impl Serialize for HostNames {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+/// The hosts of the job and which one this is, with names built on demand
+/// (see [`HostNames`]). [`Hosts`] is the same with every name built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobHosts {
+    /// All hosts, in shard order.
+    pub names: HostNames,
+    /// This host's name.
+    pub current: String,
+    /// This host's position in `names`.
+    pub index: usize,
+    /// Where this came from.
+    pub source: HostSource,
+}
+
+impl JobHosts {
+    /// This host's shard.
+    pub fn shard(&self) -> Shard {
+        Shard {
+            index: self.index,
+            count: self.names.len().max(1),
+        }
+    }
+
+    /// How many hosts.
+    pub fn count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The same hosts with every name built (at most [`MAX_HOSTS`]).
+    pub fn into_hosts(self) -> Hosts {
+        let hosts = match self.names {
+            HostNames::Listed(names) => names,
+            indexed @ HostNames::Indexed { .. } => indexed.to_vec(),
+        };
+        Hosts {
+            hosts,
+            current: self.current,
+            index: self.index,
+            source: self.source,
+        }
+    }
+}
+
+impl From<&Hosts> for Shard {
+    fn from(h: &Hosts) -> Shard {
+        h.shard()
+    }
+}
+
+impl From<&JobHosts> for Shard {
+    fn from(h: &JobHosts) -> Shard {
+        h.shard()
+    }
+}
+
+impl From<Hosts> for JobHosts {
+    fn from(h: Hosts) -> JobHosts {
+        JobHosts {
+            names: HostNames::Listed(h.hosts),
+            current: h.current,
+            index: h.index,
+            source: h.source,
+        }
+    }
+}
+
 /// The host list could not be determined. Each message names the variable or file
 /// at fault and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -214,6 +386,14 @@ pub enum HostError {
     ResourceConfig {
         /// What is wrong.
         reason: String,
+    },
+    /// A host list longer than [`MAX_HOSTS`].
+    #[error("{source_name}: {count} hosts listed, but at most {MAX_HOSTS} hosts are supported")]
+    TooManyHosts {
+        /// The file or variables the list came from.
+        source_name: &'static str,
+        /// How many hosts were listed.
+        count: usize,
     },
     /// A list of hosts is empty, repeats a name, or lacks the current host.
     #[error("{source_name}: {reason}")]
@@ -272,6 +452,19 @@ const K8S_INDEX_HINT: &str = "JOB_COMPLETION_INDEX is set by Kubernetes in Index
                               --shard-index/--shard-count";
 const SLURM_HINT: &str = "run under srun (which sets both) or pass --shard-index/--shard-count";
 
+/// Finds the host list and this host's place in it, with every host name built.
+///
+/// Same as [`discover_job_hosts`] followed by [`JobHosts::into_hosts`]: at most
+/// [`MAX_HOSTS`] names. Prefer [`discover_job_hosts`], which builds generated
+/// names only when they are asked for.
+pub fn discover_hosts(
+    flags: Option<(usize, usize)>,
+    resource_config_json: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Hosts, HostError> {
+    discover_job_hosts(flags, resource_config_json, env).map(JobHosts::into_hosts)
+}
+
 /// Finds the host list and this host's place in it. See the module doc for the
 /// order of sources.
 ///
@@ -286,11 +479,12 @@ const SLURM_HINT: &str = "run under srun (which sets both) or pass --shard-index
 /// width (`host-00` .. `host-10` for 11 hosts) so that the bytewise order of the
 /// names is their index order: a list written out for a child process
 /// (`SM_HOSTS`, `resourceconfig.json`) then gives the child the same index.
-pub fn discover_hosts(
+/// Either way there are at most [`MAX_HOSTS`] hosts.
+pub fn discover_job_hosts(
     flags: Option<(usize, usize)>,
     resource_config_json: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Hosts, HostError> {
+) -> Result<JobHosts, HostError> {
     if let Some((index, count)) = flags {
         let shard = Shard::new(index, count).map_err(HostError::Flags)?;
         return Ok(indexed_hosts(shard, HostSource::Flags));
@@ -345,8 +539,8 @@ pub fn discover_hosts(
         }
     }
 
-    Ok(Hosts {
-        hosts: vec![SINGLE_HOST.to_owned()],
+    Ok(JobHosts {
+        names: HostNames::Listed(vec![SINGLE_HOST.to_owned()]),
         current: SINGLE_HOST.to_owned(),
         index: 0,
         source: HostSource::Single,
@@ -359,13 +553,10 @@ pub fn indexed_host_name(index: usize, count: usize) -> String {
     format!("host-{index:0width$}")
 }
 
-fn indexed_hosts(shard: Shard, source: HostSource) -> Hosts {
-    let hosts: Vec<String> = (0..shard.count)
-        .map(|i| indexed_host_name(i, shard.count))
-        .collect();
-    Hosts {
+fn indexed_hosts(shard: Shard, source: HostSource) -> JobHosts {
+    JobHosts {
+        names: HostNames::Indexed { count: shard.count },
         current: indexed_host_name(shard.index, shard.count),
-        hosts,
         index: shard.index,
         source,
     }
@@ -389,7 +580,7 @@ struct ResourceConfig {
     hosts: Vec<String>,
 }
 
-fn from_resource_config(json: &str) -> Result<Hosts, HostError> {
+fn from_resource_config(json: &str) -> Result<JobHosts, HostError> {
     let config: ResourceConfig =
         serde_json::from_str(json).map_err(|e| HostError::ResourceConfig {
             reason: e.to_string(),
@@ -402,7 +593,7 @@ fn from_resource_config(json: &str) -> Result<Hosts, HostError> {
     )
 }
 
-fn from_sm_env(current: String, hosts_json: &str) -> Result<Hosts, HostError> {
+fn from_sm_env(current: String, hosts_json: &str) -> Result<JobHosts, HostError> {
     let hosts: Vec<String> = serde_json::from_str(hosts_json).map_err(|_| HostError::BadValue {
         var: "SM_HOSTS",
         value: hosts_json.to_owned(),
@@ -421,7 +612,7 @@ fn host_list(
     current: String,
     mut hosts: Vec<String>,
     source: HostSource,
-) -> Result<Hosts, HostError> {
+) -> Result<JobHosts, HostError> {
     let bad = |reason: String| HostError::BadHostList {
         source_name,
         reason,
@@ -430,6 +621,12 @@ fn host_list(
         return Err(bad(
             "the host list is empty; list every host of the job".to_owned()
         ));
+    }
+    if hosts.len() > MAX_HOSTS {
+        return Err(HostError::TooManyHosts {
+            source_name,
+            count: hosts.len(),
+        });
     }
     let mut seen = HashSet::new();
     if let Some(dup) = hosts.iter().find(|h| !seen.insert(h.as_str())) {
@@ -440,16 +637,33 @@ fn host_list(
     hosts.sort();
     let Some(index) = hosts.iter().position(|h| *h == current) else {
         return Err(bad(format!(
-            "the current host '{current}' is not in the host list {hosts:?}; \
-             the current host must be one of the hosts"
+            "the current host '{current}' is not in the host list {}; \
+             the current host must be one of the hosts",
+            brief_list(&hosts)
         )));
     };
-    Ok(Hosts {
-        hosts,
+    Ok(JobHosts {
+        names: HostNames::Listed(hosts),
         current,
         index,
         source,
     })
+}
+
+/// A list for an error message: whole when short, else its first names and
+/// its length, so a long list cannot flood a terminal or a log.
+fn brief_list(hosts: &[String]) -> String {
+    const SHOWN: usize = 8;
+    if hosts.len() <= SHOWN {
+        return format!("{hosts:?}");
+    }
+    let head: Vec<&String> = hosts.iter().take(SHOWN).collect();
+    let open = format!("{head:?}");
+    format!(
+        "{}, ... ({} hosts)]",
+        open.trim_end_matches(']'),
+        hosts.len()
+    )
 }
 
 #[cfg(test)]
@@ -822,6 +1036,114 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("SLURM_NODEID='-1' is invalid"), "{err}");
+    }
+
+    #[test]
+    fn counts_are_capped_with_the_limit_named() {
+        for count in [usize::MAX, 1_000_000_000_000, MAX_HOSTS + 1] {
+            let err = discover(Some((0, count)), None, &[])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "--shard-index/--shard-count: shard count {count} is too large: \
+                     at most 65536 shards (hosts) are supported"
+                )
+            );
+        }
+        let err = discover(
+            None,
+            None,
+            &[
+                ("JOB_COMPLETION_INDEX", "0"),
+                ("CHUTE_SHARD_COUNT", "18446744073709551615"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("JOB_COMPLETION_INDEX=0 and CHUTE_SHARD_COUNT=18446744073709551615:")
+                && err.contains("at most 65536"),
+            "{err}"
+        );
+        let err = discover(
+            None,
+            None,
+            &[("SLURM_NODEID", "7"), ("SLURM_NNODES", "1000000000000")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("SLURM_NODEID=7 and SLURM_NNODES=1000000000000:")
+                && err.contains("at most 65536"),
+            "{err}"
+        );
+        assert!(Shard::new(MAX_HOSTS - 1, MAX_HOSTS).is_ok());
+    }
+
+    #[test]
+    fn generated_names_are_built_on_demand() {
+        let h = discover_job_hosts(Some((65_535, MAX_HOSTS)), None, &|_| None).unwrap();
+        assert_eq!(h.names, HostNames::Indexed { count: MAX_HOSTS });
+        assert_eq!(h.count(), MAX_HOSTS);
+        assert_eq!(h.current, "host-65535");
+        assert_eq!(h.shard(), Shard::new(65_535, MAX_HOSTS).unwrap());
+        assert_eq!(h.names.get(0).as_deref(), Some("host-00000"));
+        assert_eq!(h.names.get(MAX_HOSTS), None);
+        let mut it = h.names.iter().skip(9);
+        assert_eq!(it.next().as_deref(), Some("host-00009"));
+
+        let small = discover_job_hosts(Some((1, 3)), None, &|_| None).unwrap();
+        assert_eq!(small.names.to_vec(), ["host-0", "host-1", "host-2"]);
+        assert_eq!(small.names.to_json(), r#"["host-0","host-1","host-2"]"#);
+        assert_eq!(
+            serde_json::to_string(&small.names).unwrap(),
+            small.names.to_json()
+        );
+        assert_eq!(small.names.json_len(), small.names.to_json().len());
+        let hosts = small.clone().into_hosts();
+        assert_eq!(hosts, discover(Some((1, 3)), None, &[]).unwrap());
+        assert_eq!(JobHosts::from(hosts).names.to_vec(), small.names.to_vec());
+
+        let listed = HostNames::Listed(vec!["a\"b".into(), "é".into()]);
+        assert_eq!(listed.json_len(), listed.to_json().len());
+        assert_eq!(
+            listed.to_json(),
+            serde_json::to_string(&listed.to_vec()).unwrap()
+        );
+        assert_eq!(HostNames::Listed(vec![]).to_json(), "[]");
+        assert_eq!(HostNames::Listed(vec![]).json_len(), 2);
+    }
+
+    #[test]
+    fn host_lists_are_capped() {
+        let many: Vec<String> = (0..=MAX_HOSTS).map(|i| format!("h{i}")).collect();
+        let json = serde_json::to_string(&many).unwrap();
+        let err = discover(
+            None,
+            None,
+            &[("SM_CURRENT_HOST", "h0"), ("SM_HOSTS", &json)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "SM_CURRENT_HOST/SM_HOSTS: 65537 hosts listed, but at most 65536 hosts are supported"
+        );
+        let rc = format!(r#"{{"current_host":"h0","hosts":{json}}}"#);
+        let err = discover(None, Some(&rc), &[]).unwrap_err().to_string();
+        assert!(err.contains("at most 65536 hosts"), "{err}");
+
+        // A long list is shortened in messages.
+        let some: Vec<String> = (0..100).map(|i| format!("h{i}")).collect();
+        let json = serde_json::to_string(&some).unwrap();
+        let err = discover(None, None, &[("SM_CURRENT_HOST", "x"), ("SM_HOSTS", &json)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"h0\", \"h1\""), "{err}");
+        assert!(err.contains(", ... (100 hosts)]"), "{err}");
+        assert!(err.len() < 300, "{err}");
     }
 
     #[test]
