@@ -1,8 +1,9 @@
-//! The command line, as DESIGN.md fixes it.
+//! The command line: every command, flag and default (doc/CONFIGURATION.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -81,7 +82,7 @@ pub struct SourceArgs {
     /// This host's shard (0-based); with --shard-count.
     #[arg(long, value_name = "I", requires = "shard_count")]
     pub shard_index: Option<usize>,
-    /// Number of shards (hosts); with --shard-index.
+    /// Number of shards (hosts), 1 to 65536; with --shard-index.
     #[arg(long, value_name = "N", requires = "shard_index")]
     pub shard_count: Option<usize>,
     /// FullyReplicated or ShardedByS3Key. Default: ShardedByS3Key when --shard-count
@@ -124,8 +125,9 @@ pub struct DemoArgs {
     /// Keep the generated dataset here instead of a temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Number of sample objects.
-    #[arg(long, default_value_t = 300)]
+    /// Number of sample objects, 1 to 100000.
+    #[arg(long, default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=100_000).map(|n| n as usize))]
     pub objects: usize,
 }
 
@@ -139,12 +141,14 @@ pub struct DownloadArgs {
     pub paths: Vec<String>,
     #[command(flatten)]
     pub src: SourceArgs,
-    /// GET requests in flight.
-    #[arg(long, value_name = "N", default_value_t = chute_download::DownloadOptions::default().concurrency)]
+    /// GET requests in flight, 1 to 4096.
+    #[arg(long, value_name = "N", value_parser = concurrency_range(),
+          default_value_t = chute_download::DownloadOptions::default().concurrency)]
     pub concurrency: usize,
     /// Objects larger than this are fetched as parallel ranged parts of about
-    /// this size, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = chute_download::DownloadOptions::default().part_size >> 20)]
+    /// this size, in MiB, 1 to 5120.
+    #[arg(long, value_name = "MIB", value_parser = part_size_mib_range(),
+          default_value_t = chute_download::DownloadOptions::default().part_size >> 20)]
     pub part_size_mib: u64,
     /// Skip the free-space check made before the download starts.
     #[arg(long)]
@@ -272,15 +276,15 @@ pub struct PipeArgs {
     /// Objects are gzip (CompressionType Gzip): stream them decompressed.
     #[arg(long)]
     pub gunzip: bool,
-    /// Read-ahead budget, e.g. 512M (default: 1/8 of memory, 64 MiB to 256 MiB).
-    #[arg(long, value_name = "BYTES", value_parser = crate::cmd::pipe::parse_size)]
+    /// Read-ahead budget, 1MiB to 1TiB, e.g. 512M (default: 1/8 of memory, 64 MiB to 256 MiB).
+    #[arg(long, value_name = "BYTES", value_parser = crate::options::pipe_max_memory)]
     pub max_memory: Option<u64>,
-    /// GET requests in flight (default 64).
-    #[arg(long, value_name = "N")]
+    /// GET requests in flight, 1 to 4096 (default 64).
+    #[arg(long, value_name = "N", value_parser = concurrency_range())]
     pub concurrency: Option<usize>,
     /// Objects larger than this are fetched as parallel ranged parts of this
-    /// size, in MiB (default 32; at most an eighth of --max-memory).
-    #[arg(long, value_name = "MIB")]
+    /// size, in MiB, 1 to 5120 (default 32; at most an eighth of --max-memory).
+    #[arg(long, value_name = "MIB", value_parser = part_size_mib_range())]
     pub part_size_mib: Option<u64>,
 }
 
@@ -291,4 +295,15 @@ pub enum RecordWrapperArg {
     None,
     /// MXNet RecordIO: one record per object.
     Recordio,
+}
+
+/// Requests in flight: enough for any link, few enough that a typo cannot ask
+/// for millions of sockets.
+fn concurrency_range() -> impl clap::builder::TypedValueParser<Value = usize> {
+    clap::value_parser!(u64).range(1..=4096).map(|n| n as usize)
+}
+
+/// Part sizes in MiB: up to 5 GiB, S3's largest part.
+fn part_size_mib_range() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=5120)
 }

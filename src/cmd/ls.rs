@@ -27,7 +27,7 @@ pub async fn run(args: LsArgs) -> anyhow::Result<ExitCode> {
         format!(
             " (shard {} of {} by {}: {} of {} objects)",
             hosts.index,
-            hosts.hosts.len(),
+            hosts.count(),
             hosts.source,
             plan.objects.len(),
             total

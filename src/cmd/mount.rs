@@ -25,7 +25,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::SourceArgs;
 use crate::exit::UsageError;
-use crate::options::{channel_source, distribution, source_options};
+use crate::options::{
+    channel_source, distribution, size_option, source_options, CACHE_SIZE, MOUNT_MEMORY,
+};
 
 const READY: &str = "chute-mount: ready";
 const ERROR_PREFIX: &str = "chute-mount: error: ";
@@ -152,11 +154,11 @@ fn mount_options(args: &MountArgs) -> anyhow::Result<MountOptions> {
     o.dir_mode = parse_mode("--dir-mode", &args.dir_mode)?;
     o.allow_other = args.allow_other;
     if let Some(m) = &args.max_memory {
-        o.max_memory = parse_size("--max-memory", m)?;
+        o.max_memory = size_option("--max-memory", m, MOUNT_MEMORY)?;
     }
     o.cache_dir = args.cache_dir.clone();
     if let Some(s) = &args.cache_size {
-        o.cache_size = parse_size("--cache-size", s)?;
+        o.cache_size = size_option("--cache-size", s, CACHE_SIZE)?;
     }
     o.threads = args.threads;
     o.stats_interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
@@ -169,30 +171,6 @@ fn parse_mode(flag: &str, s: &str) -> anyhow::Result<u16> {
         Ok(m) if m <= 0o7777 => Ok(m),
         _ => Err(UsageError(format!(
             "{flag} '{s}' is not an octal mode (for example 0444 or 755)"
-        ))
-        .into()),
-    }
-}
-
-/// Bytes from `1234`, `64k`, `512MiB`, `2GB`, `1.5G` (binary multiples: sizes of memory).
-pub fn parse_size(flag: &str, s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => 0,
-    };
-    match num.parse::<f64>() {
-        Ok(n) if mult > 0 && n.is_finite() && n >= 0.0 => Ok((n * mult as f64) as u64),
-        _ => Err(UsageError(format!(
-            "{flag} '{s}' is not a size (for example 256MiB, 2GiB or 1048576)"
         ))
         .into()),
     }
@@ -420,13 +398,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_modes_parse() {
-        assert_eq!(parse_size("x", "256MiB").expect("ok"), 256 << 20);
-        assert_eq!(parse_size("x", "2G").expect("ok"), 2 << 30);
-        assert_eq!(parse_size("x", "1024").expect("ok"), 1024);
-        assert_eq!(parse_size("x", "1.5k").expect("ok"), 1536);
-        assert!(parse_size("x", "lots").is_err());
-        assert!(parse_size("x", "12 parsecs").is_err());
+    fn modes_parse() {
         assert_eq!(parse_mode("x", "0444").expect("ok"), 0o444);
         assert_eq!(parse_mode("x", "755").expect("ok"), 0o755);
         assert!(parse_mode("x", "999").is_err());
