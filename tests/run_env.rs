@@ -65,6 +65,14 @@ const COMPARE: &str = r#"
 import json, math, os, re, sys
 out_path = sys.argv[1]
 chute = {k: v for k, v in os.environ.items() if k.startswith("SM_")}
+base = os.environ["SAGEMAKER_BASE_DIR"]
+with open(sys.argv[2], "w") as f:
+    for d in ["input", "input/config", "input/data", "model", "output/data", "output/intermediate"]:
+        if os.path.isdir(os.path.join(base, d)):
+            f.write(d + "\n")
+    if os.path.isdir(sys.argv[3]):
+        f.write("checkpoints\n")
+    f.write("%s|%s\n" % (os.environ.get("TRAINING_JOB_NAME"), os.environ.get("MY_SETTING")))
 
 def allowed_cpus():
     n = len(os.sched_getaffinity(0))
@@ -175,25 +183,18 @@ fn toolkit_computes_the_environment_chute_exports() {
     write_json(&req_path, &request);
     let result = tmp.path().join("compare.json");
     let dirs = tmp.path().join("dirs.txt");
-    // Before the toolkit: which directories exist, and the variables chute sets
-    // that the toolkit does not.
-    let script = format!(
-        "for d in input input/config input/data model output/data output/intermediate; do \
-           test -d \"$SAGEMAKER_BASE_DIR/$d\" && echo \"$d\"; done > {dirs}; \
-         test -d {ckpt} && echo checkpoints >> {dirs}; \
-         echo \"$TRAINING_JOB_NAME|$MY_SETTING\" >> {dirs}; \
-         exec \"$0\" -c \"$1\" {result}",
-        dirs = dirs.display(),
-        ckpt = ckpt.display(),
-        result = result.display(),
-    );
+    // Python directly: a shell would drop the variables whose names are not
+    // shell identifiers (SM_CHANNEL_EFS.DATA-1, SM_HP_MODEL-CONFIG).
     let mut cmd = chute_run(&srv);
     cmd.env("SAGEMAKER_BASE_DIR", &base)
         .arg("--input-config")
         .arg(&req_path)
-        .args(["--", "sh", "-c", &script])
+        .arg("--")
         .arg(&python)
-        .arg(COMPARE);
+        .args(["-c", COMPARE])
+        .arg(&result)
+        .arg(&dirs)
+        .arg(&ckpt);
     let out = run(&mut cmd);
     let report: Value = std::fs::read(&result)
         .ok()
@@ -338,9 +339,14 @@ fn a_resourceconfig_left_by_a_killed_run_does_not_pick_the_shard() {
         ),
     );
     assert_eq!(out.status.code(), Some(0), "{}", logs(&out));
-    assert_eq!(
-        std::fs::read_to_string(&seen).expect("seen"),
-        "host-1\nb\nd\n",
+    // (The killed run's own downloads, a and c, are still in the shared data
+    // directory: SIGKILL leaves everything behind.)
+    let seen = std::fs::read_to_string(&seen).expect("seen");
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[0], "host-1", "{}", logs(&out));
+    assert!(lines.contains(&"b") && lines.contains(&"d"), "{seen}");
+    assert!(
+        stderr(&out).contains("host 1 of 2 (host-1)"),
         "{}",
         logs(&out)
     );
