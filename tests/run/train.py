@@ -86,7 +86,19 @@ def check_env(expected):
     for k, v in expected.items():
         if actual.get(k) != v:
             fail(f"{k}: expected {v!r}, got {actual.get(k)!r}")
-    extra = sorted(set(actual) - set(expected))
+    # The rest of the toolkit's variables (checked against the toolkit itself in
+    # tests/run_env.rs); anything else would be a stray.
+    toolkit = {
+        "SM_CURRENT_INSTANCE_GROUP", "SM_CURRENT_INSTANCE_GROUP_HOSTS",
+        "SM_CURRENT_INSTANCE_TYPE", "SM_DISTRIBUTION_INSTANCE_GROUPS",
+        "SM_FRAMEWORK_MODULE", "SM_FRAMEWORK_PARAMS", "SM_HPS", "SM_INSTANCE_GROUPS",
+        "SM_INSTANCE_GROUPS_DICT", "SM_IS_HETERO", "SM_LOG_LEVEL", "SM_MODEL_DIR",
+        "SM_MODULE_DIR", "SM_MODULE_NAME", "SM_NETWORK_INTERFACE_NAME", "SM_NUM_CPUS",
+        "SM_NUM_GPUS", "SM_NUM_NEURONS", "SM_OUTPUT_DATA_DIR", "SM_OUTPUT_DIR",
+        "SM_OUTPUT_INTERMEDIATE_DIR", "SM_RESOURCE_CONFIG", "SM_TRAINING_ENV",
+        "SM_USER_ARGS", "SM_USER_ENTRY_POINT",
+    }
+    extra = sorted(set(actual) - set(expected) - toolkit)
     if extra:
         fail(f"unexpected SM_* variables: {extra}")
 

@@ -121,7 +121,15 @@ pub fn toolkit_env(i: &Inputs<'_>) -> Vec<(String, String)> {
     let sm_hp = |k: &str| sm_hps.iter().find(|(n, _)| n == k).map(|(_, v)| v);
     let fp = PyValue::Dict(framework_params);
 
-    let hosts = get_or("hosts", PyValue::List(Vec::new()));
+    // SageMaker lists hosts sorted and DESIGN.md promises a sorted SM_HOSTS; a
+    // user's file in another order is sorted here (the toolkit would not).
+    let hosts = match get_or("hosts", PyValue::List(Vec::new())) {
+        PyValue::List(mut l) if l.iter().all(|h| matches!(h, PyValue::Str(_))) => {
+            l.sort_by_key(PyValue::py_str);
+            PyValue::List(l)
+        }
+        other => other,
+    };
     let current_host = get_or("current_host", PyValue::Null);
     let instance_type = get_or("current_instance_type", PyValue::str("local"));
     let group = get_or("current_group_name", PyValue::str(DEFAULT_GROUP));
