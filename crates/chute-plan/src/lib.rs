@@ -14,6 +14,7 @@
 pub mod manifest;
 pub mod path;
 pub mod plan;
+pub mod redact;
 pub mod shard;
 pub mod shuffle;
 pub mod uri;

@@ -56,7 +56,7 @@ pub enum UriError {
         suggestion: String,
     },
     /// A scheme other than `s3://` or `file://`.
-    #[error("'{input}': unsupported scheme '{scheme}://': {hint}")]
+    #[error("'{}': unsupported scheme '{scheme}://': {hint}", crate::redact::redact_uri(.input))]
     UnsupportedScheme {
         /// The URI as given.
         input: String,
@@ -66,13 +66,13 @@ pub enum UriError {
         hint: String,
     },
     /// `s3://` followed directly by `/` or nothing.
-    #[error("'{input}' has an empty bucket name: write s3://bucket/prefix")]
+    #[error("'{}' has an empty bucket name: write s3://bucket/prefix", crate::redact::redact_uri(.input))]
     EmptyBucket {
         /// The URI as given.
         input: String,
     },
     /// The bucket name breaks the naming rules.
-    #[error("'{input}': invalid bucket name '{bucket}': {reason}")]
+    #[error("'{}': invalid bucket name '{}': {reason}", crate::redact::redact_uri(.input), crate::redact::redact_uri(.bucket))]
     InvalidBucket {
         /// The URI as given.
         input: String,
@@ -82,7 +82,7 @@ pub enum UriError {
         reason: String,
     },
     /// An object URL without a key.
-    #[error("'{input}' names no object (the key is empty): write s3://bucket/key")]
+    #[error("'{}' names no object (the key is empty): write s3://bucket/key", crate::redact::redact_uri(.input))]
     MissingKey {
         /// The URI as given.
         input: String,

@@ -29,7 +29,7 @@ impl S3Store {
         if let Some(url) = &endpoint {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(StoreError::Config(format!(
-                    "endpoint URL '{url}' must start with http:// or https:// (for example http://127.0.0.1:9000)"
+                    "endpoint URL '{}' must start with http:// or https:// (for example http://127.0.0.1:9000)", chute_plan::redact::redact_uri(url)
                 )));
             }
         }
@@ -65,7 +65,7 @@ impl S3Store {
         let client = aws_sdk_s3::Client::from_conf(builder.build());
         Ok(S3Store {
             client,
-            endpoint: endpoint.unwrap_or_else(|| "AWS S3".to_owned()),
+            endpoint: endpoint.map_or_else(|| "AWS S3".to_owned(), |e| chute_plan::redact::redact_uri(&e).into_owned()),
         })
     }
 
