@@ -269,3 +269,288 @@ fn malformed_uris_exit_2() {
     let out = run(chute().args(["ls", "s3://b/p", "--shard-index", "3", "--shard-count", "3"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Runs `cmd` for at most `secs` seconds; a command still running then is
+/// killed and the test fails (a hang is a failure, not a wait). Its output is
+/// read as it comes, so a chatty command never blocks on a full pipe.
+fn run_within(cmd: &mut std::process::Command, secs: u64) -> std::process::Output {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn chute");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err.join().unwrap_or_default();
+            panic!(
+                "still running after {secs} s; stderr: {}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// A small local source, so these checks need no server.
+fn local_source() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..5 {
+        write_file(
+            &dir.path().join(format!("d/{i}.bin")),
+            &pattern(10 + i, i as u64),
+        );
+    }
+    let uri = format!("file://{}", dir.path().join("d").display());
+    (dir, uri)
+}
+
+#[test]
+fn huge_shard_counts_exit_2_naming_the_limit() {
+    let (_dir, uri) = local_source();
+    for count in ["18446744073709551615", "1000000000000", "65537"] {
+        let out = run_within(
+            chute()
+                .args(["ls", &uri, "--shard-index", "0", "--shard-count"])
+                .arg(count),
+            60,
+        );
+        assert_eq!(out.status.code(), Some(2), "{count}: {}", stderr(&out));
+        let line = error_line(&out);
+        assert!(
+            line.contains("--shard-count") && line.contains(count) && line.contains("65536"),
+            "{line}"
+        );
+    }
+    // The same bound on counts from the environment, naming the variable.
+    let out = run_within(
+        chute()
+            .args(["ls", &uri, "--distribution", "ShardedByS3Key"])
+            .env("JOB_COMPLETION_INDEX", "3")
+            .env("CHUTE_SHARD_COUNT", "1000000000000"),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("CHUTE_SHARD_COUNT=1000000000000") && line.contains("65536"),
+        "{line}"
+    );
+    // The limit itself is fine, and costs nothing per host.
+    let out = run_within(
+        chute().args([
+            "ls",
+            &uri,
+            "--shard-index",
+            "65535",
+            "--shard-count",
+            "65536",
+        ]),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    let out = run_within(
+        chute().args(["ls", &uri, "--shard-index", "3", "--shard-count", "65536"]),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&stdout(&out)), vec!["13\t3.bin"]);
+}
+
+#[test]
+fn size_and_count_options_are_range_checked() {
+    let (dir, uri) = local_source();
+    let fifo_dir = dir.path().join("fifos");
+    let pipe = |memory: &str| {
+        let mut cmd = chute();
+        cmd.args(["pipe", &uri, "--channel", "train", "--epochs", "1", "--dir"])
+            .arg(&fifo_dir)
+            .args(["--max-memory", memory]);
+        cmd
+    };
+    for memory in ["2EiB", "2305843009213693952", "16EiB", "0", "512K"] {
+        let out = run_within(&mut pipe(memory), 60);
+        assert_eq!(out.status.code(), Some(2), "{memory}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("--max-memory") && err.contains("1MiB to 1TiB"),
+            "{memory}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = run_within(&mut pipe("lots"), 60);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a size"), "{}", stderr(&out));
+
+    // chute mount checks its sizes before it mounts anything (no FUSE needed).
+    let mp = dir.path().join("mp");
+    std::fs::create_dir_all(&mp).expect("mount point");
+    for (flag, value, range) in [
+        ("--max-memory", "2EiB", "8MiB to 1TiB"),
+        ("--max-memory", "4M", "8MiB to 1TiB"),
+    ] {
+        let out = run_within(
+            chute().args(["mount", &uri]).arg(&mp).args([flag, value]),
+            60,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flag} {value}: {}",
+            stderr(&out)
+        );
+        let line = error_line(&out);
+        assert!(line.contains(flag) && line.contains(range), "{line}");
+    }
+    let out = run_within(
+        chute()
+            .args(["mount", &uri])
+            .arg(&mp)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(["--cache-size", "9EiB"]),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(error_line(&out).contains("--cache-size 9EiB is out of range"));
+
+    // Counts and part sizes: the option and its range are named.
+    let dest = dir.path().join("dest");
+    for (flag, value) in [
+        ("--part-size-mib", "18446744073709551615"),
+        ("--part-size-mib", "0"),
+        ("--concurrency", "0"),
+        ("--concurrency", "100000000"),
+    ] {
+        let out = run_within(
+            chute()
+                .args(["download", &uri])
+                .arg(&dest)
+                .args([flag, value]),
+            60,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flag} {value}: {}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(flag) && err.contains("1..="),
+            "{flag} {value}: {err}"
+        );
+        assert!(
+            !dest.exists(),
+            "a refused download created {}",
+            dest.display()
+        );
+    }
+}
+
+#[test]
+fn manifests_with_absurd_entries_are_refused() {
+    let srv = Serve::start();
+    srv.put("x/1.bin", &pattern(100, 1));
+    // One ManifestFile entry is one key: 100 kB is not a key.
+    let long = "k".repeat(100_000);
+    let manifest = format!(r#"[{{"prefix": "s3://{BUCKET}/x/"}}, "1.bin", "{long}"]"#);
+    srv.put("m/long.json", manifest.as_bytes());
+    let out = run_within(
+        srv.chute("ls")
+            .args(["--manifest", &format!("s3://{BUCKET}/m/long.json")]),
+        120,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("m/long.json") && line.contains("entry 2 is longer than 65536 bytes"),
+        "{line}"
+    );
+
+    // An augmented manifest whose line never ends (9 MiB without a newline).
+    let mut aug = format!("{{\"source-ref\": \"s3://{BUCKET}/x/1.bin\", \"label\": 1}}\n");
+    aug.push_str(&format!(
+        "{{\"source-ref\": \"s3://{BUCKET}/x/1.bin\", \"label\": \"{}\"}}\n",
+        "v".repeat(9 << 20)
+    ));
+    srv.put("m/aug.jsonl", aug.as_bytes());
+    let out = run_within(
+        srv.chute("ls").args([
+            "--augmented-manifest",
+            &format!("s3://{BUCKET}/m/aug.jsonl"),
+            "--attribute-names",
+            "source-ref,label",
+        ]),
+        120,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("m/aug.jsonl") && line.contains("line 2 is longer than 8388608 bytes"),
+        "{line}"
+    );
+}
+
+#[test]
+fn large_manifests_stream_in_file_order() {
+    let srv = Serve::start();
+    for i in 0..40 {
+        srv.put(&format!("big/{i:03}.bin"), &pattern(i, i as u64));
+    }
+    // 40 objects named over and over, in reverse: 800 entries, all HEADed.
+    let mut manifest = format!(r#"[{{"prefix": "s3://{BUCKET}/big/"}}"#);
+    let mut want = Vec::new();
+    for round in 0..20 {
+        for i in (0..40).rev() {
+            manifest.push_str(&format!(",\n \"{i:03}.bin\""));
+            if round == 0 {
+                want.push(format!("{i}\t{i:03}.bin"));
+            }
+        }
+    }
+    manifest.push_str("\n]\n");
+    srv.put("m/big.json", manifest.as_bytes());
+    let out = run_within(
+        srv.chute("ls")
+            .args(["--manifest", &format!("s3://{BUCKET}/m/big.json")]),
+        300,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Repeats of an entry collapse into the first; manifest order is plan order.
+    assert_eq!(lines(&stdout(&out)), want);
+}
