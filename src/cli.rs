@@ -243,6 +243,15 @@ pub struct RunArgs {
     /// Path-style addressing (bucket in the path); on by default with a custom endpoint.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub force_path_style: Option<bool>,
+    /// Seconds the command has to exit after chute run sends it SIGTERM (run time
+    /// out, failed channel) before its process group is killed; SageMaker gives 120.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "CHUTE_STOP_GRACE",
+        default_value_t = 120
+    )]
+    pub stop_grace: u64,
     /// The training command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,

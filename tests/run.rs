@@ -387,7 +387,10 @@ fn exit_codes_of_signals_and_missing_commands() {
         "--",
         "sh",
         "-c",
-        "test \"$SM_CHANNELS\" = '[]' && test \"$SM_HOSTS\" = '[\"algo-1\"]'",
+        // One host, named so that it resolves (the toolkit waits until every
+        // host in SM_HOSTS does).
+        "test \"$SM_CHANNELS\" = '[]' && test \"$SM_HOSTS\" = \"[\\\"$SM_CURRENT_HOST\\\"]\" \
+         && getent hosts \"$SM_CURRENT_HOST\" >/dev/null",
     ]));
     let (got, logs) = code_and_logs(&out);
     assert_eq!(got, Some(0), "{logs}");

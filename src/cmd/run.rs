@@ -40,6 +40,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ..SourceOptions::default()
         },
         command: args.command,
+        stop_grace: std::time::Duration::from_secs(args.stop_grace),
     };
     match chute_run::run(opts).await {
         Ok(code) => Ok(ExitCode::from(code)),

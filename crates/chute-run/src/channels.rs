@@ -31,7 +31,7 @@ use futures::future::{join_all, try_join_all};
 
 use crate::config::{ChannelData, ChannelSpec, Compression, InputMode, RecordWrapper};
 use crate::container::Layout;
-use crate::error::{store_class, RunError, SetupClass};
+use crate::error::{RunError, SetupClass};
 
 /// How long a stopping pipe may take to let go of its FIFOs before teardown moves
 /// on (its task is then abandoned and the FIFOs removed here).
@@ -96,10 +96,34 @@ fn describe(source: &ChannelSource) -> String {
     }
 }
 
-/// What must be undone when the command exits.
-#[derive(Default)]
+/// What must be undone when the command exits, and the failures of channels that
+/// live while it runs.
 pub struct Active {
     live: Vec<Live>,
+    failures_tx: tokio::sync::mpsc::UnboundedSender<ChannelFailure>,
+    failures: tokio::sync::mpsc::UnboundedReceiver<ChannelFailure>,
+}
+
+impl Default for Active {
+    fn default() -> Self {
+        let (failures_tx, failures) = tokio::sync::mpsc::unbounded_channel();
+        Active {
+            live: Vec::new(),
+            failures_tx,
+            failures,
+        }
+    }
+}
+
+/// A channel that stopped delivering while the command ran.
+#[derive(Debug, Clone)]
+pub struct ChannelFailure {
+    /// The channel.
+    pub channel: String,
+    /// Its input mode.
+    pub mode: InputMode,
+    /// What failed, naming the object where one is to blame.
+    pub message: String,
 }
 
 enum Live {
@@ -167,8 +191,16 @@ pub async fn bring_up(
                     downloads.push(download(spec, channel.client, plan, path, file_channels));
                 }
                 InputMode::Pipe => {
-                    let live =
-                        start_pipe(&spec, channel, *distribution, hosts, layout, budget).await?;
+                    let live = start_pipe(
+                        &spec,
+                        channel,
+                        *distribution,
+                        hosts,
+                        layout,
+                        budget,
+                        active.failures_tx.clone(),
+                    )
+                    .await?;
                     active.live.push(live);
                 }
                 InputMode::FastFile => {
@@ -369,6 +401,7 @@ async fn start_pipe(
     hosts: &Hosts,
     layout: &Layout,
     budget: u64,
+    failures: tokio::sync::mpsc::UnboundedSender<ChannelFailure>,
 ) -> Result<Live, RunError> {
     // A link left at <data>/<name> by an earlier run would point SM_CHANNEL_<NAME>
     // somewhere stale, and FIFOs left by a killed run would have no writer.
@@ -392,6 +425,7 @@ async fn start_pipe(
         shuffle_seed: spec.shuffle_seed,
         gunzip: spec.compression == Compression::Gzip,
         max_memory: budget,
+        on_failure: chute_pipe::OnFailure::Hold,
         ..chute_pipe::PipeOptions::default()
     };
     let cancel = chute_pipe::CancellationToken::new();
@@ -423,8 +457,21 @@ async fn start_pipe(
         layout.data_dir.display()
     );
     let name = spec.name.clone();
-    // Watched from the start so that a failing epoch is reported when it fails,
-    // not only at the end of the job.
+    let mode = spec.mode;
+    // The pipe holds its FIFO open without EOF when an epoch fails, so that the
+    // reader never takes a cut-short epoch for a whole one; the failure is
+    // reported here at once so that the command is stopped before teardown
+    // releases the FIFO.
+    let failed = handle.failed();
+    tokio::spawn(async move {
+        if let Some(f) = failed.await {
+            let _ = failures.send(ChannelFailure {
+                channel: f.channel,
+                mode,
+                message: f.error.to_string(),
+            });
+        }
+    });
     let task = tokio::spawn(async move {
         match handle.wait().await {
             Ok(summary) => {
@@ -436,13 +483,7 @@ async fn start_pipe(
                     bytes
                 );
             }
-            Err(e) => {
-                let class = match &e {
-                    chute_pipe::PipeError::Object { source, .. } => store_class(source.class()),
-                    _ => SetupClass::Local,
-                };
-                tracing::error!(channel = %name, ?class, "pipe failed: {e}");
-            }
+            Err(e) => tracing::error!(channel = %name, "pipe failed: {e}"),
         }
     });
     Ok(Live::Pipe {
@@ -454,6 +495,38 @@ async fn start_pipe(
 }
 
 impl Active {
+    /// Resolves when a channel stops delivering while the command runs: a pipe
+    /// whose epoch cannot be completed, or a mount that went away without being
+    /// unmounted by us. Never resolves while every channel is healthy.
+    pub async fn failed(&mut self) -> ChannelFailure {
+        let mounts = self.live.iter().filter_map(|l| match l {
+            Live::Mount { channel, mount } => Some(async move {
+                mount.closed().await;
+                ChannelFailure {
+                    channel: channel.clone(),
+                    mode: InputMode::FastFile,
+                    message: format!(
+                        "the FastFile mount at {} went away while the command was running",
+                        mount.mountpoint().display()
+                    ),
+                }
+            }),
+            _ => None,
+        });
+        let mounts: Vec<_> = mounts.map(Box::pin).collect();
+        let mount_gone = async {
+            if mounts.is_empty() {
+                std::future::pending().await
+            } else {
+                futures::future::select_all(mounts).await.0
+            }
+        };
+        tokio::select! {
+            Some(f) = self.failures.recv() => f,
+            f = mount_gone => f,
+        }
+    }
+
     /// Removes `path` at teardown (after every channel, since it was recorded
     /// before them).
     pub fn remove_at_exit(&mut self, path: PathBuf) {

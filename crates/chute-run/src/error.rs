@@ -83,9 +83,28 @@ pub enum RunError {
         source: std::io::Error,
     },
     /// The signal handlers could not be installed.
-    #[error("cannot catch SIGINT/SIGTERM: {0}")]
+    #[error("cannot catch SIGINT/SIGTERM/SIGHUP/SIGQUIT: {0}")]
     Signals(#[source] std::io::Error),
-    /// SIGINT or SIGTERM arrived before the command started.
+    /// A channel stopped delivering while the command ran; the command was stopped.
+    #[error(
+        "channel '{channel}' ({mode}) failed while the command was running, so the command \
+         was stopped rather than left to train on incomplete data: {message}"
+    )]
+    ChannelFailed {
+        /// The channel.
+        channel: String,
+        /// Its input mode.
+        mode: InputMode,
+        /// What failed, naming the object.
+        message: String,
+    },
+    /// Checkpoints could not be restored before the command, or synced after it.
+    #[error("checkpoints: {0}")]
+    Checkpoints(#[source] chute_upload::UploadError),
+    /// The model or output data could not be uploaded after a successful command.
+    #[error("the command succeeded but its outputs were not saved: {0}")]
+    Upload(#[source] chute_upload::UploadError),
+    /// A signal arrived before the command started.
     #[error("interrupted by signal {0} while bringing channels up; the command was not started and the channels already up were torn down")]
     Interrupted(i32),
 }
@@ -126,6 +145,14 @@ impl RunError {
                 std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
                 _ => EXIT_NOT_EXECUTABLE,
             },
+            RunError::ChannelFailed { .. } => EXIT_SOURCE,
+            RunError::Checkpoints(e) | RunError::Upload(e) => {
+                if e.is_usage() {
+                    EXIT_USAGE
+                } else {
+                    EXIT_SOURCE
+                }
+            }
             RunError::Signals(_) => 1,
             RunError::Interrupted(sig) => 128u8.saturating_add(*sig as u8),
         }

@@ -41,9 +41,10 @@ use crate::container::Layout;
 use crate::error::RunError;
 use crate::slurm;
 
-/// The single host's name when no host list is found, as SageMaker names its
-/// first host.
-const SINGLE_HOST: &str = "algo-1";
+/// The single host's name when no host list is found and this machine's name
+/// does not resolve: tools that wait for every host to resolve (the SageMaker
+/// toolkit does, before it starts the user's script) must not wait forever.
+const SINGLE_HOST_FALLBACK: &str = "localhost";
 
 /// A generated name, `host-<i>` zero-padded to a common width so that bytewise
 /// order is index order (as chute-plan names hosts from an index and a count).
@@ -182,13 +183,28 @@ fn found(hosts: Hosts, text: Option<String>, path: Option<PathBuf>, origin: Stri
     }
 }
 
+/// One host, named as the machine is when that name resolves (a container's
+/// hostname does, through its /etc/hosts), so that `SM_HOSTS` names a host that
+/// the command can reach.
 fn single() -> Hosts {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|n| n.trim().to_owned())
+        .ok()
+        .filter(|n| !n.is_empty() && resolves(n))
+        .unwrap_or_else(|| SINGLE_HOST_FALLBACK.to_owned());
     Hosts {
-        hosts: vec![SINGLE_HOST.to_owned()],
-        current: SINGLE_HOST.to_owned(),
+        hosts: vec![name.clone()],
+        current: name,
         index: 0,
         source: HostSource::Single,
     }
+}
+
+fn resolves(name: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    (name, 0u16)
+        .to_socket_addrs()
+        .is_ok_and(|mut a| a.next().is_some())
 }
 
 fn log_found(hosts: &Hosts, origin: &str) {

@@ -27,6 +27,7 @@ pub mod container;
 pub mod env;
 pub mod error;
 pub mod hosts;
+pub mod outputs;
 pub mod pyjson;
 pub mod request;
 pub mod slurm;
@@ -40,11 +41,11 @@ pub use config::{
     ChannelData, ChannelSpec, CheckpointConfig, ConfigError, InputMode, JobConfig,
     OutputCompression, OutputConfig,
 };
-pub use request::JobFlags;
 pub use error::RunError;
+pub use request::JobFlags;
 
 use crate::channels::Active;
-use crate::child::Signals;
+use crate::child::{Limits, Signals, StopReason};
 use crate::container::Layout;
 
 /// Everything `chute run` is given.
@@ -70,46 +71,90 @@ pub struct RunOptions {
     pub source: SourceOptions,
     /// The training command and its arguments.
     pub command: Vec<OsString>,
+    /// How long the command has, after SIGTERM from `chute run` itself (run time
+    /// out, failed channel), before its process group is killed.
+    pub stop_grace: std::time::Duration,
 }
 
 /// Runs the job; returns the exit code `chute run` should exit with (the
-/// command's), or why it could not run the command.
+/// command's), or why it could not run the command, had to stop it, or could not
+/// keep what it made.
 pub async fn run(opts: RunOptions) -> Result<u8, RunError> {
     let mut signals = Signals::install().map_err(RunError::Signals)?;
     let mut active = Active::default();
-    let prepared = {
-        let setup = prepare(&opts, &mut active);
+    let setup = {
+        let setup = async {
+            let prepared = prepare_job(&opts, &mut active).await?;
+            let checkpoints = outputs::restore_checkpoints(&prepared, &opts.source).await?;
+            Ok::<_, RunError>((prepared, checkpoints))
+        };
         tokio::select! {
             r = setup => r,
             signo = signals.recv() => Err(RunError::Interrupted(signo)),
         }
     };
-    let env = match prepared {
-        Ok(env) => env,
+    let (prepared, checkpoints) = match setup {
+        Ok(s) => s,
         Err(e) => {
             active.teardown().await;
             return Err(e);
         }
     };
-    let status = match child::spawn(&opts.command, &env) {
-        Ok(mut child) => child::supervise(&mut child, &mut signals).await,
+    let limits = Limits {
+        max_runtime: prepared.job.max_runtime,
+        grace: opts.stop_grace,
+    };
+    let sync = checkpoints.map(|c| c.start_sync(chute_upload::SyncOptions::default()));
+    let ended = match child::spawn(&opts.command, &prepared.env) {
+        Ok(mut running) => {
+            running
+                .supervise(&mut signals, &limits, active.failed())
+                .await
+        }
         Err(e) => {
+            outputs::finish_checkpoints(sync).await.ok();
             active.teardown().await;
             return Err(e);
         }
     };
+    // Checkpoints are synced once more whatever happened: a stopped or failed job
+    // is exactly the one that will resume from them.
+    let synced = outputs::finish_checkpoints(sync).await;
     active.teardown().await;
-    match status {
-        Ok(status) => {
-            let code = child::exit_code(status);
-            tracing::info!("command exited with code {code}");
-            Ok(code)
+    let ended = ended.map_err(|source| RunError::Spawn {
+        program: "the command (waiting for it failed)".into(),
+        source,
+    })?;
+    let code = child::exit_code(ended.status);
+    match ended.stopped {
+        Some(StopReason::Channel(f)) => {
+            tracing::info!("command exited with code {code} after a channel failed");
+            return Err(RunError::ChannelFailed {
+                channel: f.channel,
+                mode: f.mode,
+                message: f.message,
+            });
         }
-        Err(source) => Err(RunError::Spawn {
-            program: "the command (waiting for it failed)".into(),
-            source,
-        }),
+        Some(StopReason::MaxRuntime(limit)) => {
+            tracing::error!(
+                "command exited with code {code} after MaxRuntimeInSeconds ({}s) ran out",
+                limit.as_secs()
+            );
+        }
+        None => tracing::info!("command exited with code {code}"),
     }
+    if code != 0 {
+        if let Err(e) = synced {
+            tracing::error!("{e}");
+        }
+        // The command's own reason is the last thing printed, as SageMaker
+        // reports the start of this file as the job's FailureReason.
+        outputs::report_failure(&prepared.layout);
+        return Ok(code);
+    }
+    synced?;
+    outputs::upload(&prepared, &opts.source).await?;
+    Ok(code)
 }
 
 /// What the setup hands to the running of the command.
@@ -131,14 +176,6 @@ pub struct Prepared {
     /// as it is, with nothing added, uploaded or synced (`job` is empty but for
     /// `job_name`, from `TRAINING_JOB_NAME` when set).
     pub passthrough: bool,
-}
-
-/// Steps 1–4; returns the `SM_*` environment for the command.
-async fn prepare(
-    opts: &RunOptions,
-    active: &mut Active,
-) -> Result<Vec<(String, String)>, RunError> {
-    prepare_job(opts, active).await.map(|p| p.env)
 }
 
 /// Steps 1–4: validates the job, finds the hosts, creates the directories,
@@ -307,7 +344,10 @@ fn write_config_files(
         })
     };
     let idc = container::input_data_config(&job.channels);
-    write(&layout.input_data_config_file(), &(serde_json_pretty(&idc) + "\n"))?;
+    write(
+        &layout.input_data_config_file(),
+        &(serde_json_pretty(&idc) + "\n"),
+    )?;
     write(&input_config_marker(layout), hosts::run_id())?;
     let hps = serde_json::to_string(&job.hyperparameters).unwrap_or_else(|_| "{}".into());
     write(&layout.hyperparameters_file(), &hps)?;

@@ -65,6 +65,7 @@ pub async fn demo_section(root: &Path, opts: &SourceOptions) -> anyhow::Result<(
         shard_flags: None,
         source: opts.clone(),
         command,
+        stop_grace: std::time::Duration::from_secs(10),
     })
     .await?;
     let secs = started.elapsed().as_secs_f64();
