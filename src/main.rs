@@ -37,7 +37,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let code = exit::code_for(&e);
-            eprintln!("chute: error: {}", chute_plan::redact::redact_text(&exit::render(&e)));
+            eprintln!(
+                "chute: error: {}",
+                chute_plan::redact::redact_text(&exit::render(&e))
+            );
             ExitCode::from(code)
         }
     }

@@ -65,7 +65,10 @@ impl S3Store {
         let client = aws_sdk_s3::Client::from_conf(builder.build());
         Ok(S3Store {
             client,
-            endpoint: endpoint.map_or_else(|| "AWS S3".to_owned(), |e| chute_plan::redact::redact_uri(&e).into_owned()),
+            endpoint: endpoint.map_or_else(
+                || "AWS S3".to_owned(),
+                |e| chute_plan::redact::redact_uri(&e).into_owned(),
+            ),
         })
     }
 
@@ -94,7 +97,12 @@ impl S3Store {
     }
 
     /// Sorts an SDK error into a [`StoreError`] for the object it concerns.
-    pub(crate) fn classify<E>(&self, err: SdkError<E, HttpResponse>, bucket: &str, key: &str) -> StoreError
+    pub(crate) fn classify<E>(
+        &self,
+        err: SdkError<E, HttpResponse>,
+        bucket: &str,
+        key: &str,
+    ) -> StoreError
     where
         E: ProvideErrorMetadata + RequestId + std::error::Error + Send + Sync + 'static,
     {
