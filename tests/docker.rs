@@ -177,11 +177,9 @@ fn compose_and_kubernetes_files_say_what_they_must() {
     }
 }
 
-/// The InputDataConfig embedded in the Kubernetes ConfigMap (a `|` block).
+/// The CreateTrainingJob request embedded in the Kubernetes ConfigMap (a `|` block).
 fn configmap_json(k8s: &str) -> String {
-    let mut lines = k8s
-        .lines()
-        .skip_while(|l| !l.contains("input-data-config.json: |"));
+    let mut lines = k8s.lines().skip_while(|l| !l.contains("request.json: |"));
     lines.next();
     lines
         .take_while(|l| !l.starts_with("---"))

@@ -297,21 +297,49 @@ fn write_str(out: &mut String, s: &str) {
 
 /// Writes `contents` to `path` through a temporary file in the same directory
 /// and a rename, so a reader never sees half a file under the final name.
+/// Nothing is written through a symbolic link: the directory is opened without
+/// following one, the temporary file is created exclusively in it, and the rename
+/// replaces a link at `path` rather than writing where it points.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use nix::fcntl::{openat, renameat, OFlag};
+    use nix::sys::stat::Mode;
+
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.chute-{}.tmp", std::process::id()));
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} names no file", path.display()),
+        )
+    })?;
+    let tmp = format!(
+        ".{}.chute-{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    );
+    let dirfd = nix::fcntl::open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let fd = openat(
+            &dirfd,
+            tmp.as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )?;
+        let mut f = std::fs::File::from(fd);
         f.write_all(contents)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        renameat(&dirfd, tmp.as_str(), &dirfd, name)?;
+        Ok(())
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = nix::unistd::unlinkat(
+            &dirfd,
+            tmp.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
     }
     result
 }
@@ -393,5 +421,37 @@ mod tests {
         write_atomic(&p, b"[1]").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"[1]");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_never_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        // A link planted at the final name is replaced, not written through.
+        let p = dir.path().join("x.json");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(!std::fs::symlink_metadata(&p)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+        // A link planted at the temporary name makes the write fail, untouched.
+        let q = dir.path().join("y.json");
+        let tmp = dir
+            .path()
+            .join(format!(".y.json.chute-{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(write_atomic(&q, b"{}").is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        // A directory that is a link is refused.
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&real, &linked).unwrap();
+        assert!(write_atomic(&linked.join("z.json"), b"{}").is_err());
+        assert!(!real.join("z.json").exists());
     }
 }

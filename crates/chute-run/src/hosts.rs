@@ -164,10 +164,7 @@ pub fn find(
         }
         Ok(None) => Ok(found(single(), None, None, "single host".into())),
         Err(e) if !sharded => {
-            tracing::warn!(
-                "{e}; no channel is ShardedByS3Key, so this runs as a single host \
-                 (SM_HOSTS=[\"algo-1\"])"
-            );
+            tracing::warn!("{e}; no channel is ShardedByS3Key, so this runs as a single host");
             Ok(found(single(), None, None, "single host".into()))
         }
         Err(e) => Err(e.into()),
@@ -201,6 +198,7 @@ fn single() -> Hosts {
 }
 
 fn resolves(name: &str) -> bool {
+    // One look-up at start-up, through the system's resolver (/etc/hosts first).
     use std::net::ToSocketAddrs;
     (name, 0u16)
         .to_socket_addrs()
@@ -508,7 +506,7 @@ mod tests {
         let half = [("JOB_COMPLETION_INDEX", "1")];
         // Replicated only: a warning and one host.
         let h = find(None, None, &layout, false, &env(&half)).unwrap();
-        assert_eq!(h.hosts.hosts, ["algo-1"]);
+        assert_eq!(h.hosts.hosts, [single().current]);
         // Sharded: the error.
         let e = find(None, None, &layout, true, &env(&half))
             .unwrap_err()
@@ -561,7 +559,7 @@ mod tests {
         assert!(h.resource_config_text.is_none());
         // Alone, it is ignored too: one host.
         let h = find(None, None, &layout, true, &env(&[])).unwrap();
-        assert_eq!(h.hosts.hosts, ["algo-1"]);
+        assert_eq!(h.hosts.hosts, [single().current]);
     }
 
     #[test]
