@@ -13,7 +13,8 @@ pub const BUCKET: &str = "data";
 
 /// The binary under test, with an environment that can only reach loopback:
 /// static credentials, an explicit region, no instance metadata, no profile
-/// files, and none of the developer's own AWS settings.
+/// files, and none of the developer's own AWS settings; `chute run` works under a
+/// temporary base directory.
 pub fn chute() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chute"));
     for var in [
@@ -40,6 +41,11 @@ pub fn chute() -> Command {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        // `chute run`'s base directory (model/, output/, ...) stays out of /opt/ml.
+        .env(
+            "SAGEMAKER_BASE_DIR",
+            std::env::temp_dir().join(format!("chute-test-base-{}", std::process::id())),
+        )
         .env("AWS_CONFIG_FILE", "/nonexistent/chute-test/config")
         .env(
             "AWS_SHARED_CREDENTIALS_FILE",

@@ -439,7 +439,9 @@ fn dump(out: &mut String, v: &PyValue) {
     }
 }
 
-fn dump_str(out: &mut String, s: &str) {
+/// A JSON string as Python's `json.dumps` writes it: ASCII only, non-ASCII as
+/// `\uXXXX` (surrogate pairs beyond the BMP).
+pub(crate) fn dump_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
