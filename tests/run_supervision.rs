@@ -1,8 +1,9 @@
 //! `chute run` supervising the training command: a channel that fails while the
 //! command runs stops it (exit 3, the channel and object named, never a
 //! cut-short epoch taken for a whole one), every catchable stop signal is
-//! forwarded exactly once (also when `chute run` owns a terminal), and a command
-//! that ignores SIGTERM is killed with its workers after the grace period.
+//! forwarded exactly once (also when `chute run` owns a terminal), the run time is
+//! bounded by `--max-runtime`, and a command that ignores SIGTERM is killed with
+//! its workers after the grace period.
 
 mod common;
 
@@ -392,5 +393,38 @@ while True:
             "ready\nINT\n",
             "typed={typed}"
         );
+    }
+}
+
+/// `--max-runtime` (`StoppingCondition.MaxRuntimeInSeconds`): the command is sent
+/// SIGTERM when its time is up, and killed with its group after the grace period
+/// if it ignores it; the exit code is the command's.
+#[test]
+fn max_runtime_stops_the_command_then_kills_it_after_the_grace_period() {
+    let srv = Serve::start();
+    srv.put("train/a.bin", &pattern(1000, 3));
+    for (script, code) in [
+        // Saves its work on SIGTERM and exits, as SageMaker scripts are told to.
+        ("trap 'exit 0' TERM; while :; do sleep 0.1; done", 0),
+        // Ignores it: killed after --stop-grace.
+        ("trap '' TERM; while :; do sleep 0.1; done", 128 + 9),
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let input = tmp.path().join("in");
+        let started = Instant::now();
+        let child = chute_run(&srv.endpoint, &input)
+            .args(["--max-runtime", "2"])
+            .args(["--channel", "train=s3://data/train/,mode=File"])
+            .args(["--", "sh", "-c", script])
+            .spawn()
+            .expect("spawn");
+        let out = wait_with_timeout(child, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(code), "{script}: {}", logs(&out));
+        assert!(
+            stderr(&out).contains("MaxRuntimeInSeconds"),
+            "{}",
+            logs(&out)
+        );
+        assert!(started.elapsed() >= Duration::from_secs(2));
     }
 }
