@@ -1,4 +1,4 @@
-//! Exit codes of the contract (DESIGN.md): 2 for bad usage or input, 3 when the
+//! Exit codes of the contract (doc/SEMANTICS.md): 2 for bad usage or input, 3 when the
 //! data source cannot be reached or read; and the one-line rendering of errors.
 
 use chute_channel::ChannelError;

@@ -51,7 +51,7 @@ fn put_all(srv: &Serve, prefix: &str, sizes: &[(&str, usize)], seed: u64) -> Obj
 }
 
 /// `{relative path: sha256}` of the objects whose position in bytewise key order
-/// is `index` modulo `count` — DESIGN.md's ShardedByS3Key rule, restated here.
+/// is `index` modulo `count` — doc/SEMANTICS.md's ShardedByS3Key rule, restated here.
 fn shard_files(objects: &Objects, prefix: &str, index: usize, count: usize) -> Value {
     // BTreeMap<String, _> iterates in bytewise key order.
     let files: serde_json::Map<String, Value> = objects

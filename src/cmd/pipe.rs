@@ -110,36 +110,6 @@ fn summary_line(s: &PipeSummary, elapsed: Duration) -> String {
     )
 }
 
-/// `--max-memory`: bytes, with an optional K/M/G(i)(B) suffix.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    let mult: u64 = match unit.trim_end_matches('b').trim_end_matches('i') {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {s:?}: use bytes or a K, M, G or T suffix (e.g. 512M)"
-            ))
-        }
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size: use bytes or e.g. 512M, 2G"))?;
-    let bytes = value * mult as f64;
-    if !(1.0..=u64::MAX as f64).contains(&bytes) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(bytes as u64)
-}
-
 /// The demo's Pipe section: two epochs of the whole sample channel through real
 /// FIFOs, each checked against the source files, with the rate a reader saw.
 pub async fn demo(root: &Path, client: &chute_s3::Client, plan: &Plan) -> anyhow::Result<()> {
@@ -263,21 +233,4 @@ pub fn read_epochs(
         });
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("2g"), Ok(2 << 30));
-        assert_eq!(parse_size("1.5K"), Ok(1536));
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("0").is_err());
-    }
 }

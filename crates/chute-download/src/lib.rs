@@ -27,7 +27,7 @@
 //! split into `part_size` ranged parts written with `pwrite` into a
 //! preallocated file, and small objects held in memory and written with one
 //! file-system job each, off the async workers. The defaults were chosen by
-//! measurement (README, "Measurements").
+//! measurement (doc/BENCHMARKING.md).
 //!
 //! Durability: a file is recorded complete only after a sync of DEST's file
 //! system (`syncfs`) that started after its rename, so after a crash of the

@@ -16,7 +16,7 @@
 //! - [`disk`]: the optional disk cache of blocks.
 //!
 //! Read path tuning (defaults measured against `chute serve` on loopback, see
-//! the README's Measurements): read-ahead starts at 1 MiB after a first read at
+//! doc/BENCHMARKING.md): read-ahead starts at 1 MiB after a first read at
 //! offset 0 and doubles per issue up to 64 MiB, in GETs of at most 8 MiB that
 //! run in parallel; cross-file read-ahead keeps up to 32 MiB (at most 4 MiB per
 //! file) of the next files in listing order in flight.

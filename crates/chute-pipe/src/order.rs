@@ -3,7 +3,7 @@
 //!
 //! - Objects: without a seed, the plan order after `ShardedByS3Key` (applied once);
 //!   with a seed, `chute_plan::shuffle_then_shard` of the whole list for
-//!   (seed, epoch), as DESIGN.md specifies.
+//!   (seed, epoch), as doc/SEMANTICS.md specifies.
 //! - Augmented manifests: one item per requested attribute of each line, lines in
 //!   file order. Sharding and shuffling act on whole lines; a line's position in
 //!   the file stands in for an object key (line `i` belongs to shard `i mod N`).

@@ -179,56 +179,6 @@ fn default_route_interface(table: &str) -> Option<String> {
     })
 }
 
-/// The `SM_*` variables, in a stable order.
-pub fn sm_env(
-    layout: &Layout,
-    channels: &[ChannelSpec],
-    hosts: &Hosts,
-    input_data_config: &Value,
-) -> Vec<(String, String)> {
-    let mut names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
-    names.sort_unstable();
-    let mut sorted_hosts = hosts.hosts.clone();
-    sorted_hosts.sort();
-    let mut env = vec![
-        (
-            "SM_CHANNELS".to_owned(),
-            toolkit_json(&Value::Array(
-                names
-                    .iter()
-                    .map(|n| Value::String((*n).to_owned()))
-                    .collect(),
-            )),
-        ),
-        (
-            "SM_INPUT_DATA_CONFIG".to_owned(),
-            toolkit_json(input_data_config),
-        ),
-        (
-            "SM_HOSTS".to_owned(),
-            toolkit_json(&Value::Array(
-                sorted_hosts.into_iter().map(Value::String).collect(),
-            )),
-        ),
-        ("SM_CURRENT_HOST".to_owned(), hosts.current.clone()),
-        (
-            "SM_INPUT_DIR".to_owned(),
-            layout.input_dir.to_string_lossy().into_owned(),
-        ),
-        (
-            "SM_INPUT_CONFIG_DIR".to_owned(),
-            layout.config_dir.to_string_lossy().into_owned(),
-        ),
-    ];
-    for name in names {
-        env.push((
-            format!("SM_CHANNEL_{}", name.to_ascii_uppercase()),
-            layout.channel_dir(name).to_string_lossy().into_owned(),
-        ));
-    }
-    env
-}
-
 /// `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`.
 pub fn toolkit_json(value: &Value) -> String {
     let mut out = String::new();
@@ -371,7 +321,20 @@ mod tests {
             Some("ens5")
         );
         let layout = Layout::new(Path::new("/opt/ml/input")).unwrap();
-        let env = sm_env(&layout, &channels, &hosts, &idc);
+        let rc_value = crate::pyjson::loads(&rc).unwrap();
+        let idc_value = crate::pyjson::loads(&toolkit_json(&idc)).unwrap();
+        let env = crate::env::toolkit_env(&crate::env::Inputs {
+            layout: &layout,
+            resource_config: &rc_value,
+            input_data_config: &idc_value,
+            hyperparameters: &Default::default(),
+            env: &|_| None,
+            devices: crate::env::Devices {
+                cpus: 1,
+                gpus: 0,
+                neuron_cores: 0,
+            },
+        });
         let get = |k: &str| {
             env.iter()
                 .find(|(n, _)| n == k)

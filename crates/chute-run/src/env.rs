@@ -121,7 +121,7 @@ pub fn toolkit_env(i: &Inputs<'_>) -> Vec<(String, String)> {
     let sm_hp = |k: &str| sm_hps.iter().find(|(n, _)| n == k).map(|(_, v)| v);
     let fp = PyValue::Dict(framework_params);
 
-    // SageMaker lists hosts sorted and DESIGN.md promises a sorted SM_HOSTS; a
+    // SageMaker lists hosts sorted and doc/SEMANTICS.md promises a sorted SM_HOSTS; a
     // user's file in another order is sorted here (the toolkit would not).
     let hosts = match get_or("hosts", PyValue::List(Vec::new())) {
         PyValue::List(mut l) if l.iter().all(|h| matches!(h, PyValue::Str(_))) => {

@@ -1,5 +1,5 @@
 //! Everything that can stop `chute run` before or around the training command,
-//! and the exit code each one maps to (DESIGN.md: 2 bad usage or input, 3 the
+//! and the exit code each one maps to (doc/SEMANTICS.md: 2 bad usage or input, 3 the
 //! data source could not be reached or read).
 
 use std::path::PathBuf;

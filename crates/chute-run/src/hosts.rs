@@ -1,4 +1,4 @@
-//! Which host this is, for `chute run`: the discovery order of DESIGN.md (flags,
+//! Which host this is, for `chute run`: the discovery order of doc/SEMANTICS.md (flags,
 //! `resourceconfig.json`, `SM_*`, Kubernetes, Slurm, PyTorchJob-style ranks,
 //! single host) with the resource config defaulting to
 //! `<input-dir>/config/resourceconfig.json`, where SageMaker puts it.

@@ -2,7 +2,7 @@
 //! brings every channel up the way SageMaker would, runs the training command with
 //! the SageMaker environment, and tears everything down when the command exits.
 //!
-//! The order is fixed by DESIGN.md's container contract:
+//! The order is the container contract of doc/SEMANTICS.md:
 //! 1. validate every channel ([`config`]) — a bad channel fails before any data moves;
 //! 2. find the hosts ([`hosts`]);
 //! 3. write `<input-dir>/config/inputdataconfig.json` and, if absent,
