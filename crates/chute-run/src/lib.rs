@@ -129,6 +129,9 @@ pub async fn run(opts: RunOptions) -> Result<u8, RunError> {
     match ended.stopped {
         Some(StopReason::Channel(f)) => {
             tracing::info!("command exited with code {code} after a channel failed");
+            if let Err(e) = synced {
+                tracing::error!("{e}");
+            }
             return Err(RunError::ChannelFailed {
                 channel: f.channel,
                 mode: f.mode,
