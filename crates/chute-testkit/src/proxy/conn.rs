@@ -80,98 +80,49 @@ async fn serve_inner(client: TcpStream, shared: &Shared) -> io::Result<()> {
         let req = parse_request(&raw)?;
         bump(&shared.counters.requests);
         let framing = request_framing(&req)?;
-        let next = match shared.take_fault(&req.method, &req.target) {
-            None => {
-                forward(
-                    &mut cr,
-                    &mut cw,
-                    &mut upstream,
-                    &req,
-                    &raw,
-                    framing,
-                    None,
-                    shared,
-                )
-                .await?
-            }
+        // Every fault but the synthetic answers and the reset forwards the
+        // request; they differ only in what happens to the response body.
+        let body_fault = match shared.take_fault(&req.method, &req.target) {
+            None => None,
             Some(FaultKind::ServiceUnavailable) => {
-                synthetic(&mut cr, &mut cw, &req, framing, 503, "SlowDown", shared).await?
+                let next =
+                    synthetic(&mut cr, &mut cw, &req, framing, 503, "SlowDown", shared).await?;
+                if next == Next::Close {
+                    return Ok(());
+                }
+                continue;
             }
             Some(FaultKind::Status { status, code }) => {
-                synthetic(&mut cr, &mut cw, &req, framing, status, &code, shared).await?
+                let next =
+                    synthetic(&mut cr, &mut cw, &req, framing, status, &code, shared).await?;
+                if next == Next::Close {
+                    return Ok(());
+                }
+                continue;
             }
-            Some(FaultKind::CutBody { after_body_bytes }) => {
-                let fault = BodyFault::Cut {
-                    budget: after_body_bytes,
-                    stall: None,
-                };
-                forward(
-                    &mut cr,
-                    &mut cw,
-                    &mut upstream,
-                    &req,
-                    &raw,
-                    framing,
-                    Some(fault),
-                    shared,
-                )
-                .await?
-            }
+            Some(FaultKind::CutBody { after_body_bytes }) => Some(BodyFault::Cut {
+                budget: after_body_bytes,
+                stall: None,
+            }),
             Some(FaultKind::Stall {
                 after_body_bytes,
                 duration,
-            }) => {
-                let fault = BodyFault::Cut {
-                    budget: after_body_bytes,
-                    stall: Some(duration),
-                };
-                forward(
-                    &mut cr,
-                    &mut cw,
-                    &mut upstream,
-                    &req,
-                    &raw,
-                    framing,
-                    Some(fault),
-                    shared,
-                )
-                .await?
-            }
+            }) => Some(BodyFault::Cut {
+                budget: after_body_bytes,
+                stall: Some(duration),
+            }),
             Some(FaultKind::Trickle {
                 after_body_bytes,
                 step_bytes,
                 pause,
-            }) => {
-                let fault = BodyFault::Trickle(Pace {
-                    free: after_body_bytes,
-                    step: step_bytes.max(1),
-                    pause,
-                });
-                forward(
-                    &mut cr,
-                    &mut cw,
-                    &mut upstream,
-                    &req,
-                    &raw,
-                    framing,
-                    Some(fault),
-                    shared,
-                )
-                .await?
-            }
+            }) => Some(BodyFault::Trickle(Pace {
+                free: after_body_bytes,
+                step: step_bytes.max(1),
+                pause,
+            })),
             Some(FaultKind::Delay { duration }) => {
                 tokio::time::sleep(duration).await;
-                forward(
-                    &mut cr,
-                    &mut cw,
-                    &mut upstream,
-                    &req,
-                    &raw,
-                    framing,
-                    None,
-                    shared,
-                )
-                .await?
+                None
             }
             Some(FaultKind::Reset) => {
                 // Reading the body first makes the close a clean FIN: closing
@@ -183,6 +134,17 @@ async fn serve_inner(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 return Ok(());
             }
         };
+        let next = forward(
+            &mut cr,
+            &mut cw,
+            &mut upstream,
+            &req,
+            &raw,
+            framing,
+            body_fault,
+            shared,
+        )
+        .await?;
         if next == Next::Close {
             return Ok(());
         }
