@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod s3;
+pub use s3::S3Args;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "chute",
@@ -24,8 +27,8 @@ pub struct GlobalArgs {
     /// Log filter in RUST_LOG syntax (also CHUTE_LOG), e.g. `info,chute_s3=debug`.
     #[arg(long, global = true)]
     pub log: Option<String>,
-    /// Log line format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log line format (also CHUTE_LOG_FORMAT).
+    #[arg(long, global = true, value_enum, env = "CHUTE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
@@ -61,15 +64,8 @@ pub enum Command {
 /// Options every command that reads a source takes.
 #[derive(Debug, Args, Clone)]
 pub struct SourceArgs {
-    /// Custom S3 endpoint (MinIO, Garage, `chute serve`); also AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-    /// AWS region (default: the AWS region chain, else us-east-1).
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Path-style addressing (bucket in the path); on by default with a custom endpoint.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub force_path_style: Option<bool>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Read the object list from a SageMaker manifest file instead of listing a prefix.
     #[arg(long, value_name = "URI", conflicts_with = "augmented_manifest")]
     pub manifest: Option<String>,
@@ -79,21 +75,36 @@ pub struct SourceArgs {
     /// Attributes to take from each augmented-manifest line (`-ref` ones name objects).
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub attribute_names: Vec<String>,
+    #[command(flatten)]
+    pub hosts: HostArgs,
+    /// FullyReplicated or ShardedByS3Key. Default: ShardedByS3Key when --shard-count
+    /// is given, else FullyReplicated. ShardedByS3Key without the flags takes the
+    /// hosts from resourceconfig.json, SM_HOSTS, Kubernetes or Slurm variables.
+    #[arg(long, value_name = "TYPE")]
+    pub distribution: Option<String>,
+}
+
+/// Which host this is: the flags that come first in host discovery.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HostArgs {
     /// This host's shard (0-based); with --shard-count.
     #[arg(long, value_name = "I", requires = "shard_count")]
     pub shard_index: Option<usize>,
     /// Number of shards (hosts), 1 to 65536; with --shard-index.
     #[arg(long, value_name = "N", requires = "shard_index")]
     pub shard_count: Option<usize>,
-    /// FullyReplicated or ShardedByS3Key. Default: ShardedByS3Key when --shard-count
-    /// is given, else FullyReplicated. ShardedByS3Key without the flags takes the
-    /// hosts from resourceconfig.json, SM_HOSTS, Kubernetes or Slurm variables.
-    #[arg(long, value_name = "TYPE")]
-    pub distribution: Option<String>,
-    /// resourceconfig.json to take the host list from
-    /// (default /opt/ml/input/config/resourceconfig.json when it exists).
-    #[arg(long, value_name = "FILE")]
+    /// resourceconfig.json to take the host list from (default, when it exists:
+    /// <input-dir>/config/resourceconfig.json for chute run, else
+    /// /opt/ml/input/config/resourceconfig.json); also CHUTE_RESOURCE_CONFIG.
+    #[arg(long, value_name = "FILE", env = "CHUTE_RESOURCE_CONFIG")]
     pub resource_config: Option<PathBuf>,
+}
+
+impl HostArgs {
+    /// `--shard-index` and `--shard-count`, when both are given.
+    pub fn shard_flags(&self) -> Option<(usize, usize)> {
+        self.shard_index.zip(self.shard_count)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -205,44 +216,30 @@ pub struct RunArgs {
     )]
     pub base_dir: PathBuf,
     /// Where channels (data/) and config files (config/) go (default <base-dir>/input).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "CHUTE_INPUT_DIR")]
     pub input_dir: Option<PathBuf>,
     /// The job's name (TrainingJobName); default: chute-<UTC date>-<time>.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "CHUTE_JOB_NAME")]
     pub job_name: Option<String>,
     /// Hyperparameters: a JSON object (HyperParameters), e.g. {"epochs": "10"}.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "CHUTE_HYPERPARAMETERS")]
     pub hyperparameters: Option<PathBuf>,
     /// One hyperparameter, KEY=VALUE (repeatable; wins over --hyperparameters and the request).
     #[arg(long, value_name = "KEY=VALUE")]
     pub hp: Vec<String>,
     /// Where the model and output data go after a successful command (OutputDataConfig.S3OutputPath).
-    #[arg(long, value_name = "S3URI")]
+    #[arg(long, value_name = "S3URI", env = "CHUTE_OUTPUT_PATH")]
     pub output_path: Option<String>,
     /// Checkpoints: s3://bucket/prefix[,local=PATH] (CheckpointConfig; local default <base-dir>/checkpoints).
-    #[arg(long, value_name = "S3URI[,local=PATH]")]
+    #[arg(long, value_name = "S3URI[,local=PATH]", env = "CHUTE_CHECKPOINT")]
     pub checkpoint: Option<String>,
     /// Longest the command may run, in seconds (StoppingCondition.MaxRuntimeInSeconds).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "CHUTE_MAX_RUNTIME")]
     pub max_runtime: Option<u64>,
-    /// resourceconfig.json with this job's hosts (default <input-dir>/config/resourceconfig.json if present).
-    #[arg(long, value_name = "FILE")]
-    pub resource_config: Option<PathBuf>,
-    /// This host's shard (0-based); with --shard-count.
-    #[arg(long, value_name = "I", requires = "shard_count")]
-    pub shard_index: Option<usize>,
-    /// Number of hosts; with --shard-index.
-    #[arg(long, value_name = "N", requires = "shard_index")]
-    pub shard_count: Option<usize>,
-    /// Custom S3 endpoint (MinIO, Garage, `chute serve`); also AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-    /// AWS region (default: the AWS region chain, else us-east-1).
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Path-style addressing (bucket in the path); on by default with a custom endpoint.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub force_path_style: Option<bool>,
+    #[command(flatten)]
+    pub hosts: HostArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Seconds the command has to exit after chute run sends it SIGTERM (run time
     /// out, failed channel) before its process group is killed; SageMaker gives 120.
     #[arg(

@@ -4,7 +4,6 @@
 use anyhow::Context;
 use chute_channel::{ChannelSource, SourceOptions};
 use chute_plan::{discover_job_hosts, Distribution, JobHosts, SourceUri};
-use chute_s3::S3Config;
 
 use crate::cli::SourceArgs;
 use crate::exit::UsageError;
@@ -13,12 +12,7 @@ const DEFAULT_RESOURCE_CONFIG: &str = "/opt/ml/input/config/resourceconfig.json"
 
 pub fn source_options(args: &SourceArgs) -> SourceOptions {
     SourceOptions {
-        s3: S3Config {
-            endpoint_url: args.endpoint_url.clone(),
-            region: args.region.clone(),
-            force_path_style: args.force_path_style,
-            ..S3Config::default()
-        },
+        s3: args.s3.s3_config(),
         ..SourceOptions::default()
     }
 }
@@ -49,16 +43,16 @@ pub fn channel_source(source: Option<&str>, args: &SourceArgs) -> anyhow::Result
 pub fn distribution(args: &SourceArgs) -> anyhow::Result<(Distribution, JobHosts)> {
     let distribution = match &args.distribution {
         Some(d) => d.parse::<Distribution>()?,
-        None if args.shard_count.is_some() => Distribution::ShardedByS3Key,
+        None if args.hosts.shard_count.is_some() => Distribution::ShardedByS3Key,
         None => Distribution::FullyReplicated,
     };
-    let flags = args.shard_index.zip(args.shard_count);
+    let flags = args.hosts.shard_flags();
     if distribution == Distribution::FullyReplicated && flags.is_none() {
         // Host discovery only decides shards; a replicated channel needs none, and
         // must not fail on a half-configured environment it does not use.
         return Ok((distribution, discover_job_hosts(None, None, &|_| None)?));
     }
-    let resource_config = match &args.resource_config {
+    let resource_config = match &args.hosts.resource_config {
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --resource-config {}", path.display()))

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use chute_channel::SourceOptions;
 use chute_run::{JobFlags, RunOptions};
-use chute_s3::S3Config;
 
 use crate::cli::RunArgs;
 
@@ -28,15 +27,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             checkpoint: args.checkpoint,
             max_runtime: args.max_runtime,
         },
-        resource_config: args.resource_config,
-        shard_flags: args.shard_index.zip(args.shard_count),
+        shard_flags: args.hosts.shard_flags(),
+        resource_config: args.hosts.resource_config,
         source: SourceOptions {
-            s3: S3Config {
-                endpoint_url: args.endpoint_url,
-                region: args.region,
-                force_path_style: args.force_path_style,
-                ..S3Config::default()
-            },
+            s3: args.s3.s3_config(),
             ..SourceOptions::default()
         },
         command: args.command,
