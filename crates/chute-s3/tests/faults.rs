@@ -15,11 +15,11 @@ use futures::StreamExt;
 const KEY: &str = "faults/object.bin";
 const SIZE: usize = 6 * 1024 * 1024 + 123;
 
-async fn setup() -> (TestServer, FaultProxy, Vec<u8>) {
-    let srv = TestServer::start().await;
+async fn setup() -> (ServedDir, FaultProxy, Vec<u8>) {
+    let srv = ServedDir::start().await;
     let data = pattern(SIZE, 3);
     srv.put(KEY, &data);
-    let proxy = FaultProxy::start(srv.server.addr()).await.expect("proxy");
+    let proxy = FaultProxy::start(srv.addr()).await.expect("proxy");
     (srv, proxy, data)
 }
 
@@ -199,7 +199,7 @@ async fn unreachable_endpoint_fails_fast_and_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secret_is_access_denied_without_echoing_it() {
-    let srv = TestServer::start().await;
+    let srv = ServedDir::start().await;
     let client = client_with_secret(&srv.endpoint(), "not-the-secret-xyz", fast_policy()).await;
     let err = client
         .list(BUCKET, "", &ListOptions::default())

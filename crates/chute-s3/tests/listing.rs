@@ -24,7 +24,7 @@ const AWKWARD: [&str; 9] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_2500_nested_keys_exactly() {
-    let srv = TestServer::start().await;
+    let srv = ServedDir::start().await;
     let mut expected = Vec::new();
     for i in 0..2500usize {
         let name = AWKWARD[i % AWKWARD.len()];
@@ -72,7 +72,7 @@ async fn lists_2500_nested_keys_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_bucket_is_named() {
-    let srv = TestServer::start().await;
+    let srv = ServedDir::start().await;
     let client = client_for(&srv.endpoint(), fast_policy()).await;
     let err = client
         .list("no-such-bucket", "", &ListOptions::default())
@@ -91,7 +91,7 @@ async fn missing_bucket_is_named() {
 /// what is asserted is that both listings are complete and identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_10k_concurrent_vs_serial() {
-    let srv = TestServer::start().await;
+    let srv = ServedDir::start().await;
     for i in 0..10_000usize {
         srv.put(&format!("big/{:03}/obj-{i:05}", i % 100), &[]);
     }
@@ -110,7 +110,7 @@ async fn list_10k_concurrent_vs_serial() {
     assert_eq!(serial.len(), 10_000);
     assert_eq!(serial, fanned);
 
-    let proxy = FaultProxy::start(srv.server.addr()).await.expect("proxy");
+    let proxy = FaultProxy::start(srv.addr()).await.expect("proxy");
     proxy.push(FaultRule {
         method: None,
         path_contains: None,

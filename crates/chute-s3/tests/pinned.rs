@@ -15,7 +15,7 @@ const SIZE: usize = 4 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwritten_after_listing_fails_the_read() {
-    let srv = TestServer::start().await;
+    let srv = ServedDir::start().await;
     srv.put(KEY, &pattern(SIZE, 1));
     let client = client_for(&srv.endpoint(), fast_policy()).await;
     let listed = client
@@ -44,10 +44,10 @@ async fn overwritten_after_listing_fails_the_read() {
 /// resumed request must not continue with the new version's bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_mid_read_never_mixes_versions() {
-    let srv = TestServer::start().await;
+    let srv = ServedDir::start().await;
     let v1 = pattern(SIZE, 1);
     srv.put(KEY, &v1);
-    let proxy = FaultProxy::start(srv.server.addr()).await.expect("proxy");
+    let proxy = FaultProxy::start(srv.addr()).await.expect("proxy");
     proxy.push(FaultRule {
         method: Some("GET".into()),
         path_contains: Some("pinned/object".into()),

@@ -82,7 +82,7 @@ async fn check_client(client: &Client, key: &str, data: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_mib_in_odd_ranges_over_s3() {
-    let srv = TestServer::start().await;
+    let srv = ServedDir::start().await;
     let data = pattern(SIZE, 7);
     srv.put("ranged/big.bin", &data);
     let client = client_for(&srv.endpoint(), fast_policy()).await;
@@ -102,7 +102,7 @@ async fn twenty_mib_in_odd_ranges_local() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_byte_object_reads_as_empty() {
-    let srv = TestServer::start().await;
+    let srv = ServedDir::start().await;
     srv.put("empty.bin", b"");
     let client = client_for(&srv.endpoint(), fast_policy()).await;
     let body = client.get_object(BUCKET, "empty.bin").await.expect("get");
