@@ -54,7 +54,7 @@ fn sync_options() -> SyncOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_sync_and_final_sync() {
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let ep = server.endpoint();
     // What an earlier (interrupted) run left in S3, plus a neighbour prefix
     // that must not be taken for ours.
@@ -117,7 +117,7 @@ async fn restore_sync_and_final_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_prefix_restores_nothing() {
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let local = tempfile::tempdir().expect("tempdir");
     let (ckpt, restored) = Checkpoints::restore(
         &source_options(&server.endpoint()),
@@ -137,7 +137,7 @@ async fn missing_prefix_restores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_bucket_is_a_clear_error() {
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let local = tempfile::tempdir().expect("tempdir");
     let err = Checkpoints::restore(
         &source_options(&server.endpoint()),
@@ -155,7 +155,7 @@ async fn missing_bucket_is_a_clear_error() {
 /// interval) is never caught half-way: whenever the object exists, it is whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_slowly_is_not_uploaded_half_written() {
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let ep = server.endpoint();
     let local = tempfile::tempdir().expect("tempdir");
     let (ckpt, _) = Checkpoints::restore(

@@ -47,7 +47,7 @@ async fn get(endpoint: &str, key: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_and_output_data_round_trip_as_tar_gz() {
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let base = tempfile::tempdir().expect("tempdir");
     make_base(base.path());
     let cfg = OutputConfig {
@@ -81,7 +81,7 @@ async fn model_and_output_data_round_trip_as_tar_gz() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_and_missing_directories_give_valid_empty_archives() {
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let base = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(base.path().join("model")).expect("mkdir");
     // No output/data at all: as empty as an empty directory.
@@ -103,7 +103,7 @@ async fn empty_and_missing_directories_give_valid_empty_archives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_none_uploads_files_as_they_are() {
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let base = tempfile::tempdir().expect("tempdir");
     make_base(base.path());
     let cfg = OutputConfig {
@@ -142,8 +142,8 @@ async fn compression_none_uploads_files_as_they_are() {
 /// drops part uploads: retried whole, and the object is still exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_upload_survives_503s_and_resets() {
-    let server = TestServer::start().await;
-    let proxy = FaultProxy::start(server.server.addr())
+    let server = ServedDir::start().await;
+    let proxy = FaultProxy::start(server.addr())
         .await
         .expect("proxy");
     for kind in [FaultKind::ServiceUnavailable, FaultKind::Reset] {
@@ -212,7 +212,7 @@ async fn unreachable_endpoint_names_the_object_and_the_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_output_path_is_a_usage_error() {
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let writer = writer(&server.endpoint()).await;
     let base = tempfile::tempdir().expect("tempdir");
     for (path, job) in [
@@ -239,7 +239,7 @@ async fn boto3_and_tarfile_read_the_model() {
     let Some(python) = python_with_boto3() else {
         return;
     };
-    let server = TestServer::start().await;
+    let server = ServedDir::start().await;
     let base = tempfile::tempdir().expect("tempdir");
     make_base(base.path());
     let cfg = OutputConfig {

@@ -1,79 +1,19 @@
-//! Shared set-up for the upload tests: a real `chute serve` endpoint in this
-//! process over a temporary directory, writers and readers for it, and a reader
-//! of tar.gz objects.
+//! Shared set-up for the upload tests: the testkit's real `chute serve` over a
+//! temporary directory, writers and readers for it, and a reader of tar.gz
+//! objects.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use chute_channel::SourceOptions;
-use chute_s3::{Client, RetryPolicy, S3Config, S3Store, Writer};
-use chute_serve::{ServeConfig, Server};
+use chute_s3::{Client, Writer};
+use chute_testkit::harness::s3_config;
 
 pub use chute_testkit::data::{pattern, sha256};
-
-pub const BUCKET: &str = "bkt";
-pub const ACCESS_KEY: &str = "chute-test-key";
-pub const SECRET_KEY: &str = "chute-test-secret-0123456789";
-
-pub struct TestServer {
-    pub dir: tempfile::TempDir,
-    pub server: Server,
-}
-
-impl TestServer {
-    pub async fn start() -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join(BUCKET)).expect("bucket dir");
-        let server = Server::start(ServeConfig {
-            root: dir.path().to_path_buf(),
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            access_key: ACCESS_KEY.into(),
-            secret_key: SECRET_KEY.into(),
-        })
-        .await
-        .expect("start chute serve");
-        TestServer { dir, server }
-    }
-
-    pub fn endpoint(&self) -> String {
-        self.server.endpoint_url()
-    }
-
-    /// Writes an object straight into the served directory.
-    pub fn put(&self, key: &str, data: &[u8]) {
-        let path = self.dir.path().join(BUCKET).join(key);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, data).expect("write");
-    }
-}
-
-/// Short waits so fault tests finish quickly, enough attempts to outlast them.
-pub fn fast_policy() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 8,
-        max_connect_attempts: 2,
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(50),
-        stall_timeout: Duration::from_secs(5),
-    }
-}
-
-pub fn s3_config(endpoint: &str) -> S3Config {
-    S3Config {
-        endpoint_url: Some(endpoint.to_owned()),
-        region: Some("us-east-1".into()),
-        access_key: Some(ACCESS_KEY.into()),
-        secret_key: Some(SECRET_KEY.into()),
-        connect_timeout: Some(Duration::from_secs(2)),
-        read_timeout: Some(Duration::from_secs(20)),
-        ..S3Config::default()
-    }
-}
+pub use chute_testkit::harness::{fast_policy, ServedDir, ACCESS_KEY, BUCKET, SECRET_KEY};
 
 pub fn source_options(endpoint: &str) -> SourceOptions {
     SourceOptions {
@@ -90,8 +30,7 @@ pub async fn writer(endpoint: &str) -> Writer {
 }
 
 pub async fn reader(endpoint: &str) -> Client {
-    let store = S3Store::new(&s3_config(endpoint)).await.expect("store");
-    Client::new(Arc::new(store), fast_policy())
+    chute_testkit::harness::client_for(endpoint, fast_policy()).await
 }
 
 /// What a tar entry holds, in a form tests compare.
@@ -164,22 +103,8 @@ pub fn read_dir_tree(root: &Path) -> BTreeMap<String, Entry> {
     out
 }
 
-/// A python3 with boto3, or `None` (a failure under `CI=true`, where the test
+/// A Python 3 with boto3, or `None` (a failure under `CI=true`, where the test
 /// environment must provide it).
-pub fn python_with_boto3() -> Option<String> {
-    for candidate in ["/work/venv-smt/bin/python3", "python3"] {
-        let ok = std::process::Command::new(candidate)
-            .args(["-c", "import boto3"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(candidate.to_owned());
-        }
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("python3 with boto3 is required under CI=true (pip install boto3)");
-    }
-    eprintln!("SKIPPED: no python3 with boto3 (pip install boto3); this fails under CI=true");
-    None
+pub fn python_with_boto3() -> Option<PathBuf> {
+    chute_testkit::need::python("chute-upload boto3 test", &["boto3"])
 }
