@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Starts a single-node Garage S3 server on loopback for `chute bench`, creates a
+# Starts a single-node Garage S3 server on loopback for `chute-bench`, creates a
 # bucket and a key, and writes the environment to use it to $DIR/env:
 #
 #   bash benches/garage.sh start [DIR]   # default DIR=/tmp/chute-garage
 #   . /tmp/chute-garage/env
-#   chute bench prepare --bucket chute-bench
+#   target/release/chute-bench prepare --bucket chute-bench
 #   bash benches/garage.sh stop [DIR]
+#
+# Its metrics (request counters, read by `chute-bench shuffle`) are at
+# http://127.0.0.1:3903/metrics.
 #
 # Garage itself: `cargo install garage --locked --root /opt/garage` (about 15
 # minutes on 2 cores), or set GARAGE=/path/to/garage.
@@ -48,9 +51,14 @@ TOML
     for _ in $(seq 50); do g status > /dev/null 2>&1 && break; sleep 0.2; done
     node=$(g status 2>/dev/null | grep -Eo '^[0-9a-f]{16}' | head -n 1)
     [ -n "$node" ] || { echo "garage did not start; see $dir/server.log" >&2; exit 1; }
-    if ! g layout show 2>/dev/null | grep -q "dc1"; then
+    # A restarted node may answer `status` before `layout show`: wait for it,
+    # so an existing layout is never applied a second time.
+    layout=""
+    for _ in $(seq 50); do layout=$(g layout show 2>/dev/null) && break; sleep 0.2; done
+    if ! grep -q "dc1" <<< "$layout"; then
+        version=$(grep -Eo 'Current cluster layout version: [0-9]+' <<< "$layout" | grep -Eo '[0-9]+$' || echo 0)
         g layout assign -z dc1 -c 20G "$node" > /dev/null
-        g layout apply --version 1 > /dev/null
+        g layout apply --version $((version + 1)) > /dev/null
     fi
     g key import --yes "$key_id" "$secret" -n chute-bench > /dev/null 2>&1 || true
     g bucket create chute-bench > /dev/null 2>&1 || true
