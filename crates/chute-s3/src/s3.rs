@@ -5,7 +5,9 @@
 //! policy, and here each SDK error is sorted into a [`StoreError`] that says
 //! whether a retry can help.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -14,14 +16,29 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
+use aws_sdk_s3::types::RequestPayer;
 use futures::StreamExt;
 
+use crate::tls::CaBundle;
 use crate::{GetResponse, ListPage, ObjectMeta, ObjectStore, S3Config, StoreError};
 
 pub struct S3Store {
+    /// Signs for the configured region (or us-east-1 when none was found).
     client: aws_sdk_s3::Client,
     endpoint: String,
+    request_payer: Option<RequestPayer>,
+    /// Set when no region was configured anywhere: each bucket is then read
+    /// with a client for the bucket's own region, asked of S3 once.
+    regions: Option<BucketRegions>,
 }
+
+struct BucketRegions {
+    conf: aws_sdk_s3::Config,
+    clients: Mutex<HashMap<String, aws_sdk_s3::Client>>,
+}
+
+/// The region S3 assumes when none is known (its global endpoint's).
+const DEFAULT_REGION: &str = "us-east-1";
 
 impl S3Store {
     pub async fn new(cfg: &S3Config) -> Result<S3Store, StoreError> {
@@ -33,6 +50,14 @@ impl S3Store {
                 )));
             }
         }
+        if let Some(role) = &cfg.assume_role {
+            if cfg.no_sign_request {
+                return Err(StoreError::Config(
+                    "--no-sign-request sends no credentials, so it cannot assume a role (--role-arn): drop one of them".into(),
+                ));
+            }
+            crate::sts::validate(role)?;
+        }
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(cfg.connect_timeout.unwrap_or(Duration::from_secs(5)))
             .read_timeout(cfg.read_timeout.unwrap_or(Duration::from_secs(30)))
@@ -40,13 +65,19 @@ impl S3Store {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::disabled())
             .timeout_config(timeouts);
+        if let Some(profile) = &cfg.profile {
+            loader = loader.profile_name(profile.clone());
+        }
         if let Some(region) = &cfg.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
-        if let Some(url) = &endpoint {
-            loader = loader.endpoint_url(url.clone());
+        if let Some(path) = cfg.effective_ca_bundle() {
+            // The loader's client serves STS and the other credential providers too.
+            loader = loader.http_client(CaBundle::load(&path)?.http_client()?);
         }
-        if let (Some(ak), Some(sk)) = (&cfg.access_key, &cfg.secret_key) {
+        if cfg.no_sign_request {
+            loader = loader.no_credentials();
+        } else if let (Some(ak), Some(sk)) = (&cfg.access_key, &cfg.secret_key) {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 ak.clone(),
                 sk.clone(),
@@ -57,19 +88,89 @@ impl S3Store {
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared);
-        if shared.region().is_none() {
-            builder = builder.region(aws_config::Region::new("us-east-1"));
+        // On the S3 client only: STS (for --role-arn) has its own endpoint.
+        if let Some(url) = &endpoint {
+            builder = builder.endpoint_url(url.clone());
+        }
+        if let Some(role) = &cfg.assume_role {
+            builder = builder.credentials_provider(crate::sts::provider(role, &shared).await);
+        }
+        let detect_regions = shared.region().is_none();
+        if detect_regions {
+            builder = builder.region(aws_config::Region::new(DEFAULT_REGION));
         }
         let path_style = cfg.force_path_style.unwrap_or(endpoint.is_some());
         builder = builder.force_path_style(path_style);
-        let client = aws_sdk_s3::Client::from_conf(builder.build());
+        let conf = builder.build();
+        let client = aws_sdk_s3::Client::from_conf(conf.clone());
         Ok(S3Store {
             client,
             endpoint: endpoint.map_or_else(
                 || "AWS S3".to_owned(),
                 |e| chute_plan::redact::redact_uri(&e).into_owned(),
             ),
+            request_payer: cfg.request_payer.then_some(RequestPayer::Requester),
+            regions: detect_regions.then(|| BucketRegions {
+                conf,
+                clients: Mutex::new(HashMap::new()),
+            }),
         })
+    }
+
+    /// The client to read `bucket` with: the configured one, or one for the
+    /// bucket's own region when no region was configured.
+    async fn client_for(&self, bucket: &str) -> Result<aws_sdk_s3::Client, StoreError> {
+        let Some(regions) = &self.regions else {
+            return Ok(self.client.clone());
+        };
+        if bucket.is_empty() {
+            return Ok(self.client.clone());
+        }
+        if let Some(c) = lock(&regions.clients).get(bucket) {
+            return Ok(c.clone());
+        }
+        let client = match self.bucket_region(bucket).await? {
+            Some(region) if region != DEFAULT_REGION => {
+                tracing::info!(bucket, region, "using the bucket's region");
+                let conf = regions
+                    .conf
+                    .to_builder()
+                    .region(aws_config::Region::new(region))
+                    .build();
+                aws_sdk_s3::Client::from_conf(conf)
+            }
+            _ => self.client.clone(),
+        };
+        lock(&regions.clients).insert(bucket.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// The bucket's region as S3 states it in `x-amz-bucket-region`: on
+    /// HeadBucket's answer, and also on the redirect or error S3 answers a
+    /// request signed for another region with. `None` when S3 does not say
+    /// (some stores never do), which leaves the default region.
+    async fn bucket_region(&self, bucket: &str) -> Result<Option<String>, StoreError> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(out) => Ok(out.bucket_region().map(str::to_owned)),
+            Err(SdkError::ServiceError(se)) => {
+                let region = se
+                    .raw()
+                    .headers()
+                    .get("x-amz-bucket-region")
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned);
+                match (region, se.raw().status().as_u16()) {
+                    (Some(r), _) => Ok(Some(r)),
+                    (None, 404) => Err(StoreError::NoSuchBucket {
+                        bucket: bucket.to_owned(),
+                    }),
+                    // Denied HeadBucket is common where GETs are allowed; the
+                    // requests themselves will say what is wrong, if anything.
+                    (None, _) => Ok(None),
+                }
+            }
+            Err(e) => Err(self.classify(e, bucket, "")),
+        }
     }
 
     /// Uploads one object in a single PUT (benchmark and demo set-up; chute
@@ -121,7 +222,17 @@ impl S3Store {
             }
             SdkError::DispatchFailure(df) => {
                 let detail = chain;
-                if df.is_io() && connect_refused(&detail) {
+                if crate::tls::untrusted_certificate(&detail) {
+                    StoreError::other(
+                        bucket,
+                        key,
+                        format!(
+                            "the TLS certificate of {} is not trusted ({innermost}): if the endpoint uses a private CA, \
+                             pass the CA's certificate with --ca-bundle FILE or AWS_CA_BUNDLE",
+                            self.endpoint
+                        ),
+                    )
+                } else if df.is_io() && connect_refused(&detail) {
                     StoreError::Unreachable {
                         endpoint: self.endpoint.clone(),
                         detail: innermost,
@@ -223,6 +334,12 @@ impl S3Store {
     }
 }
 
+/// A poisoned lock only means another task panicked while holding it; the map
+/// of clients is still whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
@@ -269,19 +386,23 @@ impl ObjectStore for S3Store {
         delimiter: Option<&str>,
         token: Option<String>,
     ) -> Result<ListPage, StoreError> {
+        let (asked, keep) = crate::express::listing_prefix(bucket, prefix);
         let out = self
-            .client
+            .client_for(bucket)
+            .await?
             .list_objects_v2()
             .bucket(bucket)
-            .prefix(prefix)
+            .prefix(asked)
             .set_delimiter(delimiter.map(str::to_owned))
             .set_continuation_token(token)
+            .set_request_payer(self.request_payer.clone())
             .send()
             .await
             .map_err(|e| self.classify(e, bucket, prefix))?;
         let objects = out
             .contents()
             .iter()
+            .filter(|o| keep.is_none_or(|k| o.key().is_some_and(|key| key.starts_with(k))))
             .filter_map(|o| {
                 Some(ObjectMeta {
                     key: o.key()?.to_owned(),
@@ -294,6 +415,7 @@ impl ObjectStore for S3Store {
             .common_prefixes()
             .iter()
             .filter_map(|p| p.prefix().map(str::to_owned))
+            .filter(|p| keep.is_none_or(|k| p.starts_with(k)))
             .collect();
         let next_token = if out.is_truncated().unwrap_or(false) {
             out.next_continuation_token().map(str::to_owned)
@@ -309,10 +431,12 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
         let out = self
-            .client
+            .client_for(bucket)
+            .await?
             .head_object()
             .bucket(bucket)
             .key(key)
+            .set_request_payer(self.request_payer.clone())
             .send()
             .await
             .map_err(|e| self.classify(e, bucket, key))?;
@@ -340,10 +464,12 @@ impl ObjectStore for S3Store {
             });
         }
         let out = self
-            .client
+            .client_for(bucket)
+            .await?
             .get_object()
             .bucket(bucket)
             .key(key)
+            .set_request_payer(self.request_payer.clone())
             .range(format!("bytes={}-{}", range.start, range.end - 1))
             .set_if_match(if_match.map(str::to_owned))
             .send()

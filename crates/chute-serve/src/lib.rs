@@ -35,6 +35,7 @@
 //! Unix only: file identity for the ETag cache, positional reads and
 //! symlink-refusing lookups use Unix APIs.
 
+mod access;
 mod attrs;
 mod backend;
 mod body;
@@ -46,5 +47,6 @@ mod list;
 mod paths;
 mod server;
 
+pub use access::{KeyRing, RequestLog, SeenRequest, ServeOptions};
 pub use error::ServeError;
 pub use server::{ServeConfig, Server};

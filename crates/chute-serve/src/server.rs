@@ -8,13 +8,13 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
-use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
+use crate::access::{Access, Auth, ServeOptions};
 use crate::backend::Backend;
 use crate::ServeError;
 
@@ -67,6 +67,16 @@ impl Server {
     /// [`ServeError`] naming ROOT when it is missing or not a directory, naming the
     /// address when it cannot be bound, or when a key is empty.
     pub async fn start(cfg: ServeConfig) -> Result<Server, ServeError> {
+        Server::start_with(cfg, ServeOptions::default()).await
+    }
+
+    /// [`Server::start`] with the extra behaviour in `opts` (more keys, anonymous
+    /// reads, a bucket region, a request log).
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::start`].
+    pub async fn start_with(cfg: ServeConfig, opts: ServeOptions) -> Result<Server, ServeError> {
         if cfg.access_key.is_empty() || cfg.secret_key.is_empty() {
             return Err(ServeError::MissingCredentials);
         }
@@ -96,7 +106,12 @@ impl Server {
             })?;
 
         let mut builder = S3ServiceBuilder::new(backend);
-        builder.set_auth(SimpleAuth::from_single(cfg.access_key, cfg.secret_key));
+        builder.set_auth(Auth {
+            access_key: cfg.access_key,
+            secret_key: cfg.secret_key,
+            extra: opts.extra_keys.clone(),
+        });
+        builder.set_access(Access { opts });
         let service = builder.build();
 
         let bind_err = |source| ServeError::Bind {

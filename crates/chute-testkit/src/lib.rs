@@ -9,6 +9,8 @@
 //!   requests (errors, cut bodies, changed versions, delays).
 //! * [`proxy`]: a loopback HTTP/1.1 proxy that injects S3-style faults
 //!   between an S3 client and a local S3 server.
+//! * [`tls`]: an HTTPS forwarder with a private test CA; [`sts`]: an
+//!   STS endpoint answering AssumeRole with short-lived credentials.
 //! * [`need`]: the real parts a test needs (FUSE, Python), failing under CI
 //!   where they are missing.
 
@@ -18,6 +20,8 @@ pub mod harness;
 pub mod memstore;
 pub mod need;
 pub mod proxy;
+pub mod sts;
+pub mod tls;
 
 pub use faultstore::{FaultStore, Op, StoreFault, StoreRule};
 pub use harness::{fast_policy, BucketDir, ServedDir};

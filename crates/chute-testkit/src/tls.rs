@@ -40,16 +40,31 @@ impl TestCa {
              keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
         )
         .expect("write server.ext");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         openssl(
             dir.path(),
             &[
                 &["req", "-x509"][..],
                 &ec,
                 &[
-                    "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
-                    "/CN=chute test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-                    "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=chute test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
                 ],
             ]
             .concat(),
@@ -59,15 +74,35 @@ impl TestCa {
             &[
                 &["req"][..],
                 &ec,
-                &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
             ]
             .concat(),
         );
         openssl(
             dir.path(),
             &[
-                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
             ],
         );
         TestCa { dir }
@@ -80,13 +115,14 @@ impl TestCa {
     }
 
     fn server_config(&self) -> io::Result<rustls::ServerConfig> {
-        let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        let invalid =
+            |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
         let certs = CertificateDer::pem_file_iter(self.dir.path().join("server.pem"))
             .map_err(|e| invalid(&e))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(&e))?;
-        let key =
-            PrivateKeyDer::from_pem_file(self.dir.path().join("server.key")).map_err(|e| invalid(&e))?;
+        let key = PrivateKeyDer::from_pem_file(self.dir.path().join("server.key"))
+            .map_err(|e| invalid(&e))?;
         rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
