@@ -4,76 +4,28 @@
 //! (behind the fault-injecting proxy where a failure is needed).
 
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chute_pipe::{
     fifo_path, start_pipe, CancellationToken, OnFailure, PipeOptions, PipeSource, RecordWrapper,
 };
-use chute_plan::{plan_from_listing, ObjectInfo, Plan};
-use chute_s3::{Client, RetryPolicy, S3Config, S3Store};
-use chute_serve::{ServeConfig, Server};
+use chute_plan::Plan;
+use chute_s3::Client;
+use chute_testkit::data::pattern;
+use chute_testkit::harness::{fast_policy, plan_of, ServedDir, BUCKET};
 use sha2::{Digest, Sha256};
-
-const BUCKET: &str = "bkt";
-
-async fn serve(dir: &std::path::Path) -> (Server, Client) {
-    let server = Server::start(ServeConfig {
-        root: dir.to_path_buf(),
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        access_key: "pipe-test-key".into(),
-        secret_key: "pipe-test-secret".into(),
-    })
-    .await
-    .expect("start chute serve");
-    let client = client_for(&server.endpoint_url()).await;
-    (server, client)
-}
-
-async fn client_for(endpoint_url: &str) -> Client {
-    let store = S3Store::new(&S3Config {
-        endpoint_url: Some(endpoint_url.to_owned()),
-        region: Some("us-east-1".into()),
-        access_key: Some("pipe-test-key".into()),
-        secret_key: Some("pipe-test-secret".into()),
-        ..S3Config::default()
-    })
-    .await
-    .expect("store");
-    Client::new(Arc::new(store), RetryPolicy::default())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_read_and_stop() {
-    let root = tempfile::tempdir().expect("tempdir");
+    let srv = ServedDir::start().await;
     let objects: Vec<(String, Vec<u8>)> = (0..5)
-        .map(|i| {
-            let data: Vec<u8> = (0..(i * 100_000 + 3)).map(|b| (b * 31 + i) as u8).collect();
-            (format!("p/{i}.bin"), data)
-        })
+        .map(|i| (format!("p/{i}.bin"), pattern(i * 100_000 + 3, i as u64)))
         .collect();
     for (key, data) in &objects {
-        let path = root.path().join(BUCKET).join(key);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, data).expect("write");
+        srv.put(key, data);
     }
-    let (server, client) = serve(root.path()).await;
-    let listed = client
-        .list(BUCKET, "p/", &Default::default())
-        .await
-        .expect("list");
-    let plan = plan_from_listing(
-        "p/",
-        listed
-            .into_iter()
-            .map(|m| ObjectInfo {
-                bucket: BUCKET.into(),
-                key: m.key,
-                size: m.size,
-                etag: m.etag,
-            })
-            .collect(),
-    );
+    let client = srv.client(fast_policy()).await;
+    let plan = plan_of(&client, BUCKET, "p/").await;
     let fifos = tempfile::tempdir().expect("fifo dir");
     let dir = fifos.path().join("data");
     let stop = CancellationToken::new();
@@ -134,33 +86,16 @@ async fn start_read_and_stop() {
     assert_eq!(summary.epochs.len(), 1);
     assert!(summary.epochs[0].complete);
     assert!(!next.exists(), "FIFOs are removed on stop");
-    server.shutdown().await;
+    srv.server.shutdown().await;
 }
 
-/// Writes `objects` under `p/` in the bucket directory of `root`, and lists them
-/// back as a plan through `client`.
-async fn plan_of(root: &std::path::Path, client: &Client, objects: &[(&str, Vec<u8>)]) -> Plan {
+/// Writes `objects` under `p/` in the served bucket, and lists them back as a
+/// plan through `client`.
+async fn put_and_plan(srv: &ServedDir, client: &Client, objects: &[(&str, Vec<u8>)]) -> Plan {
     for (name, data) in objects {
-        let path = root.join(BUCKET).join("p").join(name);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, data).expect("write");
+        srv.put(&format!("p/{name}"), data);
     }
-    let listed = client
-        .list(BUCKET, "p/", &Default::default())
-        .await
-        .expect("list");
-    plan_from_listing(
-        "p/",
-        listed
-            .into_iter()
-            .map(|m| ObjectInfo {
-                bucket: BUCKET.into(),
-                key: m.key,
-                size: m.size,
-                etag: m.etag,
-            })
-            .collect(),
-    )
+    plan_of(client, BUCKET, "p/").await
 }
 
 /// What a reader thread saw: bytes as they came, then EOF.
@@ -172,18 +107,12 @@ enum Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_epoch_is_reported_at_once_and_held_open_until_cancelled() {
     use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
-    let root = tempfile::tempdir().expect("tempdir");
-    let (server, _) = serve(root.path()).await;
-    let upstream: std::net::SocketAddr = server
-        .endpoint_url()
-        .trim_start_matches("http://")
-        .parse()
-        .expect("endpoint address");
-    let proxy = FaultProxy::start(upstream).await.expect("proxy");
-    let client = client_for(&proxy.endpoint_url()).await;
-    let a: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
-    let b: Vec<u8> = (0..8_000_000u32).map(|i| (i % 241) as u8).collect();
-    let plan = plan_of(root.path(), &client, &[("a.bin", a.clone()), ("b.bin", b)]).await;
+    let srv = ServedDir::start().await;
+    let proxy = FaultProxy::start(srv.addr()).await.expect("proxy");
+    let client = chute_testkit::harness::client_for(&proxy.endpoint_url(), fast_policy()).await;
+    let a = pattern(100_000, 1);
+    let b = pattern(8_000_000, 2);
+    let plan = put_and_plan(&srv, &client, &[("a.bin", a.clone()), ("b.bin", b)]).await;
     // b is larger than a 4 MiB budget lets the pipe withhold, so it streams; its
     // first GET is cut after 300 kB and the one that would resume it is refused.
     proxy.push(
@@ -287,14 +216,14 @@ async fn a_failed_epoch_is_reported_at_once_and_held_open_until_cancelled() {
     assert!(e.to_string().contains("epoch 0 failed"), "{e}");
     assert!(!fifo_path(fifos.path(), "train", 0).exists());
     assert!(!fifo_path(fifos.path(), "train", 1).exists());
-    server.shutdown().await;
+    srv.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipe_that_does_not_fail_reports_none() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let (server, client) = serve(root.path()).await;
-    let plan = plan_of(root.path(), &client, &[("x", vec![7u8; 1000])]).await;
+    let srv = ServedDir::start().await;
+    let client = srv.client(fast_policy()).await;
+    let plan = put_and_plan(&srv, &client, &[("x", vec![7u8; 1000])]).await;
     let fifos = tempfile::tempdir().expect("fifo dir");
     let handle = start_pipe(
         client,
@@ -321,5 +250,5 @@ async fn a_pipe_that_does_not_fail_reports_none() {
         .expect("resolves once the pipe ends");
     assert!(none.is_none());
     handle.wait().await.expect("a clean end");
-    server.shutdown().await;
+    srv.server.shutdown().await;
 }
