@@ -166,7 +166,7 @@ fn faults_still_give_exact_bytes() {
     for (i, d) in small.iter().enumerate() {
         env.put(&format!("small/{i:02}"), d);
     }
-    let server = env.server.as_ref().expect("server").addr();
+    let server = env.addr();
     let proxy = env.rt.block_on(FaultProxy::start(server)).expect("proxy");
     // More attempts than faults injected below (24 in all): however the faults
     // fall on concurrent GETs, none may run out of retries, so any read error
