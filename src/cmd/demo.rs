@@ -100,7 +100,7 @@ async fn sections(root: &Path, opts: &SourceOptions) -> anyhow::Result<()> {
         println!("  skipped {:?}: {}", s.key, s.reason);
     }
     for o in plan.objects.iter().take(3) {
-        println!("  {}\t{}", o.size, o.path);
+        println!("  {}\t{}", o.size, o.path());
     }
     println!("  ...");
     println!("ShardedByS3Key over {HOSTS} hosts:");
@@ -148,14 +148,19 @@ async fn read_and_verify(
     let total: u64 = futures::stream::iter(plan.objects.iter())
         .map(|o| async move {
             let mut hasher = Sha256::new();
-            let mut stream = client.read(&o.bucket, &o.key, 0..o.size, o.etag.clone());
+            let mut stream = client.read(
+                o.bucket(),
+                o.key(),
+                0..o.size,
+                o.etag().map(|e| e.to_string()),
+            );
             while let Some(chunk) = stream.next().await {
                 hasher.update(&chunk?);
             }
             let got = hasher.finalize();
-            let source = root.join(&o.bucket).join(&o.key);
+            let source = root.join(o.bucket()).join(o.key());
             let want = Sha256::digest(std::fs::read(&source)?);
-            anyhow::ensure!(got == want, "bytes of {} differ from the source", o.key);
+            anyhow::ensure!(got == want, "bytes of {} differ from the source", o.key());
             Ok::<u64, anyhow::Error>(o.size)
         })
         .buffer_unordered(16)

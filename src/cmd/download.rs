@@ -119,14 +119,14 @@ pub async fn demo_section(
     let root = root.to_path_buf();
     let checked = tokio::task::spawn_blocking(move || {
         for o in &objects {
-            let got = std::fs::read(dest2.join(&o.path))
-                .with_context(|| format!("{} is missing from the download", o.path))?;
-            let want = std::fs::read(root.join(&o.bucket).join(&o.key))
-                .with_context(|| format!("cannot read the source of {}", o.key))?;
+            let got = std::fs::read(dest2.join(o.path()))
+                .with_context(|| format!("{} is missing from the download", o.path()))?;
+            let want = std::fs::read(root.join(o.bucket()).join(o.key()))
+                .with_context(|| format!("cannot read the source of {}", o.key()))?;
             anyhow::ensure!(
                 Sha256::digest(&got) == Sha256::digest(&want),
                 "{} differs from its source",
-                o.path
+                o.path()
             );
         }
         Ok::<usize, anyhow::Error>(objects.len())

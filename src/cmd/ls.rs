@@ -48,7 +48,7 @@ fn print_plan(plan: &Plan) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let res = (|| {
         for o in &plan.objects {
-            writeln!(out, "{}\t{}", o.size, o.path)?;
+            writeln!(out, "{}\t{}", o.size, o.path())?;
         }
         out.flush()
     })();

@@ -358,8 +358,8 @@ pub async fn demo_section(
         let mut total = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         for o in &plan.objects {
-            let mut f = std::fs::File::open(mp.join(&o.path))
-                .with_context(|| format!("open {} through the mount", o.path))?;
+            let mut f = std::fs::File::open(mp.join(o.path()))
+                .with_context(|| format!("open {} through the mount", o.path()))?;
             let mut h = Sha256::new();
             loop {
                 let n = f.read(&mut buf)?;
@@ -369,8 +369,8 @@ pub async fn demo_section(
                 h.update(&buf[..n]);
                 total += n as u64;
             }
-            let want = Sha256::digest(std::fs::read(root.join(&o.bucket).join(&o.key))?);
-            anyhow::ensure!(h.finalize() == want, "{} differs from its source", o.path);
+            let want = Sha256::digest(std::fs::read(root.join(o.bucket()).join(o.key()))?);
+            anyhow::ensure!(h.finalize() == want, "{} differs from its source", o.path());
         }
         Ok((total, t.elapsed().as_secs_f64()))
     })

@@ -116,7 +116,7 @@ pub async fn demo(root: &Path, client: &chute_s3::Client, plan: &Plan) -> anyhow
     println!("\n-- Pipe: two epochs through FIFOs, read like a training script --");
     let mut want = Sha256::new();
     for o in &plan.objects {
-        let path = root.join(&o.bucket).join(&o.key);
+        let path = root.join(o.bucket()).join(o.key());
         want.update(
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
         );

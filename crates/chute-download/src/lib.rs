@@ -236,14 +236,14 @@ pub async fn download(
     }
     let mut jobs = Vec::with_capacity(plan.objects.len());
     for (index, object) in plan.objects.iter().enumerate() {
-        match safe_relative(&object.path) {
+        match safe_relative(object.path()) {
             Ok(rel) => jobs.push(Job {
                 index,
                 object: object.clone(),
                 rel,
             }),
             Err(why) => {
-                tracing::warn!(key = %object.key, path = %object.path, "skipped key: {why}");
+                tracing::warn!(key = %object.key(), path = %object.path(), "skipped key: {why}");
                 summary.skipped_unsafe += 1;
             }
         }
@@ -416,9 +416,9 @@ fn completed(
     summary.objects += 1;
     summary.bytes += job.object.size;
     shared.progress.object_done();
-    if let Some(etag) = job.object.etag.as_deref() {
+    if let Some(etag) = job.object.etag().map(|e| e.to_string()).as_deref() {
         recorder.add(Entry {
-            path: job.object.path.clone(),
+            path: job.object.path().to_owned(),
             size: job.object.size,
             etag: bare_etag(etag).to_owned(),
         });
@@ -571,7 +571,8 @@ fn prepare(
             Some((dirs, _)) => file_on_disk(dirs, &job)?,
             None => None,
         };
-        let complete = match (recorded.get(&job.object.path), &job.object.etag, on_disk) {
+        let etag = job.object.etag().map(|e| e.to_string());
+        let complete = match (recorded.get(job.object.path()), &etag, on_disk) {
             (Some(entry), Some(etag), Some(len)) => {
                 len == job.object.size
                     && entry.size == job.object.size
@@ -581,7 +582,7 @@ fn prepare(
         };
         if complete {
             skipped_existing += 1;
-            if let Some(entry) = recorded.get(&job.object.path) {
+            if let Some(entry) = recorded.get(job.object.path()) {
                 keep.push(entry.clone());
             }
         } else {
@@ -792,7 +793,7 @@ fn file_on_disk(dirs: &Dirs, job: &Job) -> Result<Option<u64>, DownloadError> {
             path: target,
             detail: format!(
                 "is a directory where the download needs the file of s3://{}/{}: remove it or choose another destination",
-                job.object.bucket, job.object.key
+                job.object.bucket(), job.object.key()
             ),
         }),
         Ok(Some(st)) if is_file(&st) => Ok(u64::try_from(st.st_size).ok()),

@@ -143,7 +143,7 @@ impl Shared {
         let n = self.not_md5.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= NOT_MD5_LIMIT && self.verify.swap(false, Ordering::Relaxed) {
             tracing::warn!(
-                bucket = %obj.bucket,
+                bucket = %obj.bucket(),
                 "ETags of this store are not MD5 digests of the content (server-side encryption with KMS or customer keys does that); MD5 checks are off for the rest of this download, sizes are still checked"
             );
         }
@@ -197,7 +197,7 @@ pub(crate) async fn fetch(sh: Arc<Shared>, job: Arc<Job>) -> Result<(), Download
         return fetch_parts(&sh, &job, parts).await;
     }
     let want = if sh.verify.load(Ordering::Relaxed) {
-        md5_of_etag(job.object.etag.as_deref())
+        md5_of_etag(job.object.etag().map(|e| e.to_string()).as_deref())
     } else {
         None
     };
@@ -209,11 +209,11 @@ pub(crate) async fn fetch(sh: Arc<Shared>, job: Arc<Job>) -> Result<(), Download
         Verdict::Kept { .. } => return Ok(()),
         Verdict::Mismatch(got) => got,
     };
-    tracing::debug!(key = %job.object.key, "MD5 differs from the ETag; fetching again");
+    tracing::debug!(key = %job.object.key(), "MD5 differs from the ETag; fetching again");
     match fetch_single(&sh, &job, Some(Check { want, also: Some(first) })).await? {
         Verdict::Kept { matched_etag: true } => {
             tracing::warn!(
-                key = %job.object.key,
+                key = %job.object.key(),
                 "the first transfer of this object was corrupted (its MD5 did not match the ETag); the second one matched and was kept"
             );
             Ok(())
@@ -223,8 +223,8 @@ pub(crate) async fn fetch(sh: Arc<Shared>, job: Arc<Job>) -> Result<(), Download
             Ok(())
         }
         Verdict::Mismatch(second) => Err(DownloadError::Verify {
-            bucket: job.object.bucket.clone(),
-            key: job.object.key.clone(),
+            bucket: job.object.bucket().to_owned(),
+            key: job.object.key().to_owned(),
             detail: format!(
                 "two transfers gave different bytes (MD5 {} then {}) and neither matches the ETag {}",
                 hex::encode(first),
@@ -282,9 +282,12 @@ async fn fetch_single(
     }
     if size > 0 {
         let _slot = sh.request_slot().await?;
-        let mut stream = sh
-            .client
-            .read(&obj.bucket, &obj.key, 0..size, obj.etag.clone());
+        let mut stream = sh.client.read(
+            obj.bucket(),
+            obj.key(),
+            0..size,
+            obj.etag().map(|e| e.to_string()),
+        );
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             sh.progress.bytes(chunk.len() as u64);
@@ -361,8 +364,8 @@ fn check_received(job: &Job, received: u64) -> Result<(), DownloadError> {
         return Ok(());
     }
     Err(DownloadError::Verify {
-        bucket: job.object.bucket.clone(),
-        key: job.object.key.clone(),
+        bucket: job.object.bucket().to_owned(),
+        key: job.object.key().to_owned(),
         detail: format!(
             "received {received} bytes, the object has {}",
             job.object.size
@@ -404,9 +407,12 @@ async fn fetch_part(
 ) -> Result<(), DownloadError> {
     let obj = &job.object;
     let _slot = sh.request_slot().await?;
-    let mut stream = sh
-        .client
-        .read(&obj.bucket, &obj.key, range.clone(), obj.etag.clone());
+    let mut stream = sh.client.read(
+        obj.bucket(),
+        obj.key(),
+        range.clone(),
+        obj.etag().map(|e| e.to_string()),
+    );
     let mut writer = StreamWriter::new(&sh, &job, file, range.start);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
@@ -416,8 +422,8 @@ async fn fetch_part(
     let (_, end) = writer.finish().await?;
     if end != range.end {
         return Err(DownloadError::Verify {
-            bucket: obj.bucket.clone(),
-            key: obj.key.clone(),
+            bucket: obj.bucket().to_owned(),
+            key: obj.key().to_owned(),
             detail: format!("part {}..{} ended at byte {end}", range.start, range.end),
         });
     }
@@ -643,8 +649,8 @@ fn finalize(sh: &Shared, job: &Job, temp: &TempFile) -> Result<(), DownloadError
         .len();
     if len != job.object.size {
         return Err(DownloadError::Verify {
-            bucket: job.object.bucket.clone(),
-            key: job.object.key.clone(),
+            bucket: job.object.bucket().to_owned(),
+            key: job.object.key().to_owned(),
             detail: format!("the file has {len} bytes, the object {}", job.object.size),
         });
     }

@@ -42,13 +42,13 @@ fn source(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
 }
 
 fn object(key: &str, path: &str, size: usize, etag: Option<String>) -> PlannedObject {
-    PlannedObject {
-        bucket: String::new(),
-        key: key.into(),
-        size: size as u64,
-        etag,
-        path: path.into(),
-    }
+    PlannedObject::new(
+        "".into(),
+        key,
+        size as u64,
+        etag.map(chute_plan::ETag::from),
+        path,
+    )
 }
 
 fn quiet() -> DownloadOptions {

@@ -76,11 +76,11 @@ pub fn mount(
         .objects
         .into_iter()
         .map(|o| ObjectRef {
-            bucket: o.bucket,
-            key: o.key,
-            etag: o.etag,
+            bucket: o.bucket().to_owned(),
+            key: o.key().to_owned(),
+            etag: o.etag().map(|e| e.to_string()),
             size: o.size,
-            path: o.path,
+            path: o.path().to_owned(),
             stale: AtomicBool::new(false),
         })
         .collect();

@@ -56,13 +56,13 @@ impl Tree {
             conflicts: Vec::new(),
         };
         for (i, o) in plan.objects.iter().enumerate() {
-            let mut parts: Vec<&str> = o.path.split('/').filter(|s| !s.is_empty()).collect();
+            let mut parts: Vec<&str> = o.path().split('/').filter(|s| !s.is_empty()).collect();
             let Some(name) = parts.pop() else {
-                b.conflicts.push(o.path.clone());
+                b.conflicts.push(o.path().to_owned());
                 continue;
             };
             let Some(parent) = b.dir_path(&parts) else {
-                b.conflicts.push(o.path.clone());
+                b.conflicts.push(o.path().to_owned());
                 continue;
             };
             let file = NodeKind::File {
@@ -70,7 +70,7 @@ impl Tree {
                 size: o.size,
             };
             if b.add(parent, name, file).is_none() {
-                b.conflicts.push(o.path.clone());
+                b.conflicts.push(o.path().to_owned());
             }
         }
         for d in &plan.dirs {
@@ -173,13 +173,7 @@ mod tests {
     use chute_plan::PlannedObject;
 
     fn obj(path: &str, size: u64) -> PlannedObject {
-        PlannedObject {
-            bucket: "b".into(),
-            key: format!("p/{path}"),
-            size,
-            etag: None,
-            path: path.into(),
-        }
+        PlannedObject::new("b".into(), format!("p/{path}"), size, None, path)
     }
 
     #[test]

@@ -75,7 +75,14 @@ impl Order {
         let objects = plan
             .objects
             .into_iter()
-            .map(|o| Arc::new(object_item(&o.bucket, &o.key, Some(o.size), o.etag)))
+            .map(|o| {
+                Arc::new(object_item(
+                    o.bucket(),
+                    o.key(),
+                    Some(o.size),
+                    o.etag().map(|e| e.to_string()),
+                ))
+            })
             .collect();
         Order::Objects {
             objects,

@@ -3,7 +3,8 @@
 //!
 //! - [`uri`]: source URIs (`s3://bucket/prefix`, `file:///abs/dir`) and object URLs.
 //! - [`path`]: object key to safe relative path.
-//! - [`plan`]: the channel plan built from a listing or a manifest.
+//! - [`plan`]: the channel plan built from a listing or a manifest;
+//!   [`etag`]: the compact ETags it keeps.
 //! - [`shard`]: `ShardedByS3Key` and host discovery.
 //! - [`shuffle`]: the seeded, specified permutation of Pipe mode.
 //! - [`manifest`]: SageMaker `ManifestFile` and `AugmentedManifestFile`.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod etag;
 pub mod manifest;
 pub mod path;
 pub mod plan;
@@ -19,6 +21,7 @@ pub mod shard;
 pub mod shuffle;
 pub mod uri;
 
+pub use etag::ETag;
 pub use manifest::{
     augmented_objects, parse_augmented_manifest, parse_manifest, AugmentedField, AugmentedParser,
     AugmentedRecord, Manifest, ManifestEntry, ManifestError, ManifestParser, MAX_AUGMENTED_LINE,

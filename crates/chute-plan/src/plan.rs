@@ -10,9 +10,11 @@
 //! Objects stay in input order, which for a listing is S3's bytewise key order.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::etag::ETag;
 use crate::path::{check_rel_path, relative_key, PathKind, SkipReason};
 use crate::shard::{shard_indices, Shard};
 
@@ -30,18 +32,131 @@ pub struct ObjectInfo {
 }
 
 /// An object the channel exposes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A plan holds one of these per object for as long as a mount lives (10M objects
+/// are ordinary), so it is kept small: the bucket is shared between objects, the
+/// relative path is a suffix of the key wherever it can be (it is for every listed
+/// object), and the ETag is stored in its compact form (see [`ETag`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "PlannedObjectFields", from = "PlannedObjectFields")]
 pub struct PlannedObject {
-    /// Bucket.
-    pub bucket: String,
-    /// Full key.
-    pub key: String,
+    bucket: Arc<str>,
+    key: Box<str>,
     /// Size in bytes.
     pub size: u64,
-    /// ETag as listed.
-    pub etag: Option<String>,
+    etag: Option<ETag>,
+    path: RelPath,
+}
+
+/// Where an object's relative path is kept.
+#[derive(Clone, PartialEq, Eq)]
+enum RelPath {
+    /// The key from this byte on.
+    InKey(u32),
+    /// A path that is not a suffix of the key (manifests may map any way).
+    Own(Box<str>),
+}
+
+impl PlannedObject {
+    /// An object of `bucket` (clone one `Arc` for all the objects of a bucket)
+    /// exposed at the relative path `path`.
+    pub fn new(
+        bucket: Arc<str>,
+        key: impl Into<Box<str>>,
+        size: u64,
+        etag: Option<ETag>,
+        path: &str,
+    ) -> PlannedObject {
+        let key = key.into();
+        let path = match key.len().checked_sub(path.len()) {
+            Some(at) if key.ends_with(path) => match u32::try_from(at) {
+                Ok(at) => RelPath::InKey(at),
+                Err(_) => RelPath::Own(path.into()),
+            },
+            _ => RelPath::Own(path.into()),
+        };
+        PlannedObject {
+            bucket,
+            key,
+            size,
+            etag,
+            path,
+        }
+    }
+
+    /// Bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The bucket, shared: cloning it allocates nothing.
+    pub fn bucket_arc(&self) -> &Arc<str> {
+        &self.bucket
+    }
+
+    /// Full key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// ETag as listed, to detect objects that change under a reader.
+    pub fn etag(&self) -> Option<&ETag> {
+        self.etag.as_ref()
+    }
+
+    /// The parts of the object, moved out (nothing is copied): bucket, key, size
+    /// and ETag. The path is dropped; take it first if it is needed.
+    pub fn into_parts(self) -> (Arc<str>, Box<str>, u64, Option<ETag>) {
+        (self.bucket, self.key, self.size, self.etag)
+    }
+
     /// Safe relative path under the channel root, `/`-separated.
-    pub path: String,
+    pub fn path(&self) -> &str {
+        match &self.path {
+            RelPath::InKey(at) => self.key.get(*at as usize..).unwrap_or_default(),
+            RelPath::Own(path) => path,
+        }
+    }
+}
+
+impl std::fmt::Debug for PlannedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedObject")
+            .field("bucket", &self.bucket())
+            .field("key", &self.key())
+            .field("size", &self.size)
+            .field("etag", &self.etag)
+            .field("path", &self.path())
+            .finish()
+    }
+}
+
+/// The serialized shape of a [`PlannedObject`]: every field spelled out.
+#[derive(Serialize, Deserialize)]
+struct PlannedObjectFields {
+    bucket: String,
+    key: String,
+    size: u64,
+    etag: Option<ETag>,
+    path: String,
+}
+
+impl From<PlannedObject> for PlannedObjectFields {
+    fn from(o: PlannedObject) -> Self {
+        PlannedObjectFields {
+            bucket: o.bucket().to_owned(),
+            path: o.path().to_owned(),
+            key: o.key.into(),
+            size: o.size,
+            etag: o.etag,
+        }
+    }
+}
+
+impl From<PlannedObjectFields> for PlannedObject {
+    fn from(f: PlannedObjectFields) -> Self {
+        PlannedObject::new(f.bucket.into(), f.key, f.size, f.etag, &f.path)
+    }
 }
 
 /// A key left out of the channel.
@@ -81,7 +196,7 @@ impl Plan {
     pub fn shard(self, shard: &Shard) -> Plan {
         let mut keep = vec![false; self.objects.len()];
         {
-            let keys: Vec<&str> = self.objects.iter().map(|o| o.key.as_str()).collect();
+            let keys: Vec<&str> = self.objects.iter().map(PlannedObject::key).collect();
             for i in shard_indices(&keys, shard) {
                 keep[i] = true;
             }
@@ -109,8 +224,8 @@ pub fn plan_from_listing(prefix: &str, objects: Vec<ObjectInfo>) -> Plan {
         .into_iter()
         .map(|info| match relative_key(prefix, &info.key) {
             Some(rel) => {
-                let rel = rel.to_owned();
-                classify(info, rel)
+                let at = info.key.len() - rel.len();
+                classify(info, Rel::InKey(at))
             }
             None => Slot::Skip(Skipped {
                 key: info.key,
@@ -126,24 +241,38 @@ pub fn plan_from_listing(prefix: &str, objects: Vec<ObjectInfo>) -> Plan {
 pub fn plan_from_entries(entries: Vec<(ObjectInfo, String)>) -> Plan {
     let slots = entries
         .into_iter()
-        .map(|(info, rel)| classify(info, rel))
+        .map(|(info, rel)| classify(info, Rel::Own(rel)))
         .collect();
     resolve(slots)
 }
 
 struct Candidate {
     info: ObjectInfo,
-    /// The relative path as given (a directory keeps its trailing `/`).
-    rel: String,
+    rel: Rel,
     kind: PathKind,
 }
 
+/// The relative path as given (a directory keeps its trailing `/`); a listed
+/// key's is a suffix of the key, and is not copied.
+enum Rel {
+    InKey(usize),
+    Own(String),
+}
+
 impl Candidate {
+    fn rel(&self) -> &str {
+        match &self.rel {
+            Rel::InKey(at) => self.info.key.get(*at..).unwrap_or_default(),
+            Rel::Own(rel) => rel,
+        }
+    }
+
     /// The path without a folder marker's trailing `/`.
     fn path(&self) -> &str {
+        let rel = self.rel();
         match self.kind {
-            PathKind::Dir => self.rel.strip_suffix('/').unwrap_or(&self.rel),
-            PathKind::File => &self.rel,
+            PathKind::Dir => rel.strip_suffix('/').unwrap_or(rel),
+            PathKind::File => rel,
         }
     }
 }
@@ -153,8 +282,12 @@ enum Slot {
     Skip(Skipped),
 }
 
-fn classify(info: ObjectInfo, rel: String) -> Slot {
-    match check_rel_path(&rel) {
+fn classify(info: ObjectInfo, rel: Rel) -> Slot {
+    let checked = match &rel {
+        Rel::InKey(at) => check_rel_path(info.key.get(*at..).unwrap_or_default()),
+        Rel::Own(rel) => check_rel_path(rel),
+    };
+    match checked {
         Ok(kind) => Slot::Keep(Candidate { info, rel, kind }),
         Err(reason) => Slot::Skip(Skipped {
             key: info.key,
@@ -177,21 +310,21 @@ enum Decision {
 fn resolve(slots: Vec<Slot>) -> Plan {
     let decisions = decide(&slots);
     let mut plan = Plan::default();
+    // Objects of one bucket share one copy of its name.
+    let mut bucket: Option<Arc<str>> = None;
     for (slot, decision) in slots.into_iter().zip(decisions) {
         match (slot, decision) {
             (Slot::Skip(skipped), _) => plan.skipped.push(skipped),
-            (Slot::Keep(c), Decision::File) => plan.objects.push(PlannedObject {
-                bucket: c.info.bucket,
-                key: c.info.key,
-                size: c.info.size,
-                etag: c.info.etag,
-                path: c.rel,
-            }),
+            (Slot::Keep(c), Decision::File) => {
+                let shared = match &bucket {
+                    Some(b) if **b == *c.info.bucket => b.clone(),
+                    _ => bucket.insert(Arc::from(c.info.bucket.as_str())).clone(),
+                };
+                plan.objects.push(planned(shared, c));
+            }
             (Slot::Keep(c), Decision::Dir { empty }) => {
                 if empty {
-                    let mut path = c.rel;
-                    path.pop();
-                    plan.dirs.push(path);
+                    plan.dirs.push(c.path().to_owned());
                 }
             }
             (Slot::Keep(c), Decision::Skip(reason)) => plan.skipped.push(Skipped {
@@ -203,6 +336,27 @@ fn resolve(slots: Vec<Slot>) -> Plan {
     }
     plan.dirs.sort_unstable();
     plan
+}
+
+fn planned(bucket: Arc<str>, c: Candidate) -> PlannedObject {
+    let Candidate { info, rel, .. } = c;
+    let etag = info.etag.map(ETag::from);
+    match rel {
+        Rel::InKey(at) => match u32::try_from(at) {
+            Ok(at) => PlannedObject {
+                bucket,
+                key: info.key.into_boxed_str(),
+                size: info.size,
+                etag,
+                path: RelPath::InKey(at),
+            },
+            Err(_) => {
+                let path = info.key.get(at..).unwrap_or_default().to_owned();
+                PlannedObject::new(bucket, info.key, info.size, etag, &path)
+            }
+        },
+        Rel::Own(path) => PlannedObject::new(bucket, info.key, info.size, etag, &path),
+    }
 }
 
 /// Decides the fate of every slot. Linear in the total length of the paths: each
@@ -284,7 +438,7 @@ fn shadowing_path(
         None => {
             let &at = markers.get(path)?;
             return match &slots[at] {
-                Slot::Keep(marker) => Some(marker.rel.clone()),
+                Slot::Keep(marker) => Some(marker.rel().to_owned()),
                 Slot::Skip(_) => None,
             };
         }
@@ -305,7 +459,7 @@ fn shadowing_path(
                 continue;
             }
         }
-        return Some(c.rel.clone());
+        return Some(c.rel().to_owned());
     }
 }
 
@@ -333,7 +487,7 @@ mod tests {
     }
 
     fn paths(plan: &Plan) -> Vec<&str> {
-        plan.objects.iter().map(|o| o.path.as_str()).collect()
+        plan.objects.iter().map(PlannedObject::path).collect()
     }
 
     fn skipped(plan: &Plan) -> Vec<(&str, SkipReason)> {
@@ -351,10 +505,33 @@ mod tests {
         assert!(plan.skipped.is_empty());
         let o = &plan.objects[1];
         assert_eq!(
-            (o.bucket.as_str(), o.key.as_str(), o.size, o.etag.as_deref()),
-            ("b", "data/sub/b.bin", 2, Some("\"2\""))
+            (o.bucket(), o.key(), o.size, o.etag().map(ETag::as_string)),
+            ("b", "data/sub/b.bin", 2, Some("\"2\"".to_owned()))
         );
         assert_eq!(plan.total_bytes(), 3);
+    }
+
+    #[test]
+    fn objects_are_compact() {
+        assert!(std::mem::size_of::<PlannedObject>() <= 80);
+        let plan = listing("data/", &["data/a/b.bin", "data/c"]);
+        // Listed paths are suffixes of their keys: nothing copied, one bucket.
+        assert!(plan
+            .objects
+            .iter()
+            .all(|o| matches!(o.path, RelPath::InKey(_))));
+        assert!(Arc::ptr_eq(
+            plan.objects[0].bucket_arc(),
+            plan.objects[1].bucket_arc()
+        ));
+        // A manifest path that is not a suffix is kept as given.
+        let o = PlannedObject::new("b".into(), "k/x", 1, None, "y/x2");
+        assert_eq!((o.key(), o.path()), ("k/x", "y/x2"));
+        let o = PlannedObject::new("b".into(), "k/x", 1, None, "x");
+        assert!(matches!(o.path, RelPath::InKey(2)));
+        let json = serde_json::to_string(&plan).expect("serialize");
+        assert!(json.contains("\"path\":\"a/b.bin\""), "{json}");
+        assert_eq!(serde_json::from_str::<Plan>(&json).expect("parse"), plan);
     }
 
     #[test]
@@ -490,7 +667,7 @@ mod tests {
                 let positions: Vec<usize> = part
                     .objects
                     .iter()
-                    .map(|o| refs.iter().position(|k| *k == o.key).unwrap())
+                    .map(|o| refs.iter().position(|k| *k == o.key()).unwrap())
                     .collect();
                 assert!(positions.windows(2).all(|w| w[0] < w[1]));
                 for p in positions {

@@ -126,9 +126,9 @@ impl Checkpoints {
         summary.seconds = started.elapsed().as_secs_f64();
         let mut sent = HashMap::new();
         for obj in &channel.plan.objects {
-            if let Ok(meta) = std::fs::symlink_metadata(local_path.join(&obj.path)) {
+            if let Ok(meta) = std::fs::symlink_metadata(local_path.join(obj.path())) {
                 if meta.is_file() && meta.len() == obj.size {
-                    sent.insert(obj.path.clone(), FileVersion::of(&meta));
+                    sent.insert(obj.path().to_owned(), FileVersion::of(&meta));
                 }
             }
         }
