@@ -121,7 +121,8 @@ pub(crate) fn read_stream(req: ReadRequest) -> ReadStream {
             let (mut body, expected_len) = match outcome {
                 Ok(v) => v,
                 Err(err) => {
-                    let err = within_total(&limits, &bucket, &key, &mut retries, err)?;
+                    let err = within_total(&limits, &bucket, &key, &mut retries, err)
+                        .inspect_err(|_| Stats::add(&stats.failures, 1))?;
                     let err = retry_or_fail(&policy, &stats, &bucket, &key, attempt, err).await?;
                     tracing::debug!(bucket = %bucket, key = %key, attempt, error = %err, "retrying ranged GET");
                     continue;
@@ -187,7 +188,8 @@ pub(crate) fn read_stream(req: ReadRequest) -> ReadStream {
             }
             let err = failure.unwrap_or_else(|| StoreError::transient(&bucket, &key, format!(
                 "body ended after {} of {} bytes", pos - attempt_start, expected_len)));
-            let err = within_total(&limits, &bucket, &key, &mut retries, err)?;
+            let err = within_total(&limits, &bucket, &key, &mut retries, err)
+                        .inspect_err(|_| Stats::add(&stats.failures, 1))?;
             let attempt_now = attempt.max(1);
             let err = retry_or_fail(&policy, &stats, &bucket, &key, attempt_now, err).await?;
             tracing::debug!(bucket = %bucket, key = %key, resume_at = pos, error = %err, "resuming ranged GET");
@@ -271,10 +273,12 @@ async fn retry_or_fail(
     err: StoreError,
 ) -> Result<StoreError, StoreError> {
     if !err.is_retryable() {
+        Stats::add(&stats.failures, 1);
         return Err(err);
     }
     let budget = policy.budget_for(&err);
     if attempt >= budget {
+        Stats::add(&stats.failures, 1);
         return Err(StoreError::RetriesExhausted {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -282,7 +286,7 @@ async fn retry_or_fail(
             last: Box::new(err),
         });
     }
-    Stats::add(&stats.retries, 1);
+    stats.retried(&err);
     tokio::time::sleep(policy.delay(attempt)).await;
     Ok(err)
 }
