@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chute_testkit::data::pattern;
 use chute_testkit::proxy::{s3_error_body, FaultKind, FaultProxy, FaultRule};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -16,26 +17,21 @@ use tokio::time::timeout;
 
 const MIB: usize = 1024 * 1024;
 
-/// Deterministic, position-dependent content so a shifted or spliced body
-/// cannot compare equal by accident.
+/// Object `n`'s body: sizes differ per object, and the bytes never repeat,
+/// so a shifted or spliced body cannot compare equal by accident.
 fn object_body(n: usize) -> Vec<u8> {
-    let len = 3 * MIB + n * 7919;
-    (0..len).map(|i| ((i * 131 + n * 7) % 251) as u8).collect()
+    pattern(3 * MIB + n * 7919, n as u64)
 }
 
+/// A counting body: the chunked-encoding test reads its first bytes off the
+/// wire by value.
 fn chunked_body() -> Vec<u8> {
     (0..200_000usize).map(|i| (i % 253) as u8).collect()
 }
 
+/// `mib` MiB that never repeat, so a duplicated or dropped block is detected.
 fn big_body(mib: usize) -> Vec<u8> {
-    let block: Vec<u8> = (0..MIB).map(|i| (i % 241) as u8).collect();
-    let mut out = Vec::with_capacity(mib * MIB);
-    for i in 0..mib {
-        out.extend_from_slice(&block);
-        // Stamp each block so a duplicated or dropped block is detected.
-        out[i * MIB..i * MIB + 8].copy_from_slice(&(i as u64).to_le_bytes());
-    }
-    out
+    pattern(mib * MIB, 2000 + mib as u64)
 }
 
 // ---------------------------------------------------------------- origin
