@@ -56,9 +56,6 @@ pub enum Command {
     Mount(crate::cmd::mount::MountArgs),
     /// Unmount a `chute mount` mount point.
     Unmount(crate::cmd::mount::UnmountArgs),
-    /// Measure each mode against an endpoint, side by side with raw parallel GETs.
-    #[command(subcommand)]
-    Bench(crate::cmd::bench::BenchCommand),
 }
 
 /// Options every command that reads a source takes.
@@ -179,15 +176,6 @@ pub struct DownloadArgs {
     /// Skip the MD5 check of objects fetched in one GET (sizes are still checked).
     #[arg(long)]
     pub no_verify_md5: bool,
-    /// Do not reserve disk space for large files before writing them (measurement aid).
-    #[arg(long, hide = true)]
-    pub no_preallocate: bool,
-    /// Bytes gathered from the network before each write to disk, in KiB (measurement aid).
-    #[arg(long, hide = true, value_name = "KIB")]
-    pub write_buffer_kib: Option<usize>,
-    /// Hand every write to the blocking pool, even while the page cache is fast (measurement aid).
-    #[arg(long, hide = true)]
-    pub no_write_on_workers: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,5 @@
 //! One module per subcommand.
 
-pub mod bench;
 mod demo;
 mod download;
 mod ls;
@@ -23,7 +22,6 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Mount(args) => mount::run(args).await,
         Command::Unmount(args) => mount::unmount(args).await,
-        Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
 

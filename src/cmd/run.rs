@@ -9,9 +9,6 @@ use chute_run::{JobFlags, RunOptions};
 
 use crate::cli::RunArgs;
 
-mod demo;
-pub use demo::demo_section;
-
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         input_config: args.input_config,

@@ -316,3 +316,30 @@ fn http_get(url: &str) -> anyhow::Result<String> {
     );
     Ok(body.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_gets_adds_up_the_get_counters() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            let body = "# HELP x\napi_s3_request_counter{api_endpoint=\"GetObject\"} 12\n\
+                        api_s3_request_counter{api_endpoint=\"ListObjectsV2\"} 3\n\
+                        api_s3_request_counter{api_endpoint=\"GetObject\",x=\"y\"} 30\n";
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}"
+            );
+        });
+        let url = format!("http://{addr}/metrics");
+        assert_eq!(server_gets(Some(&url)), Some(42));
+        server.join().expect("server thread");
+        assert_eq!(server_gets(None), None);
+    }
+}

@@ -461,18 +461,15 @@ pub async fn run(args: &ShuffleArgs) -> anyhow::Result<()> {
         peak_rss_kib: Some(dl.peak_rss_kib),
     });
     eprintln!("chute download: {:.2}s", dl.secs);
-    let file_epochs = epochs(args, &dest, &list, &mut gets, None, &drop, drops)?;
-    for (phase, secs, files, bytes, g, _) in &file_epochs {
-        rows.push(Row {
-            tool: "File mode",
-            phase: phase.clone(),
-            secs: *secs,
-            files: *files,
-            bytes: *bytes,
-            gets: *g,
-            peak_rss_kib: None,
-        });
-    }
+    let file_epochs = epochs(
+        args,
+        "File mode",
+        &dest,
+        &list,
+        &mut gets,
+        None,
+        drops.then_some(&drop),
+    )?;
     std::fs::remove_dir_all(&dest).ok();
 
     // (a) FastFile: chute mount with its defaults (the disk cache in a fresh
@@ -508,26 +505,27 @@ pub async fn run(args: &ShuffleArgs) -> anyhow::Result<()> {
     let ready = m.ready_in.as_secs_f64();
     let pid = m.pid();
     let root = m.path().to_path_buf();
-    let ff_epochs = epochs(args, &root, &list, &mut gets, pid, &drop, drops);
+    let ff_epochs = epochs(
+        args,
+        "FastFile",
+        &root,
+        &list,
+        &mut gets,
+        pid,
+        drops.then_some(&drop),
+    );
     let log = tokio::task::spawn_blocking(move || m.stop_with_log()).await?;
     let ff_epochs = ff_epochs?;
-    for (phase, secs, files, bytes, g, rss) in &ff_epochs {
-        rows.push(Row {
-            tool: "FastFile",
-            phase: phase.clone(),
-            secs: *secs,
-            files: *files,
-            bytes: *bytes,
-            gets: *g,
-            peak_rss_kib: *rss,
-        });
-    }
     let log = log?;
 
     println!(
         "\n| tool | phase | seconds | files/s | MB/s | GETs | peak RSS of chute |\n|---|---|---:|---:|---:|---:|---:|"
     );
-    for r in &rows {
+    let (at_download, at_mount) = (2, rows.len());
+    for r in rows[..at_download].iter().chain(&file_epochs) {
+        r.print();
+    }
+    for r in rows[at_download..at_mount].iter().chain(&ff_epochs) {
         r.print();
     }
     for line in log.lines().filter(|l| l.contains("passthrough")) {
@@ -538,8 +536,7 @@ pub async fn run(args: &ShuffleArgs) -> anyhow::Result<()> {
     }
 
     // The targets of issue 13, as ratios to File mode in this run.
-    let secs =
-        |e: &[(String, f64, usize, u64, Option<u64>, Option<u64>)], i: usize| e.get(i).map(|x| x.1);
+    let secs = |e: &[Row], i: usize| e.get(i).map(|r| r.secs);
     println!("\n| target | FastFile | File mode | ratio | goal |\n|---|---:|---:|---:|---|");
     if let (Some(ff0), Some(f0)) = (secs(&ff_epochs, 0), secs(&file_epochs, 0)) {
         let ff = ready + ff0;
@@ -560,14 +557,14 @@ pub async fn run(args: &ShuffleArgs) -> anyhow::Result<()> {
     if drops {
         let last = args.epochs as usize;
         if let (Some(ffd), Some(fd)) = (ff_epochs.get(last), file_epochs.get(last)) {
-            let zero = ffd.4 == Some(0);
+            let zero = ffd.gets == Some(0);
             println!(
                 "| after the drop (speed; FastFile GETs) | {:.3} s, {} GETs | {:.3} s | {:.2}× | ≥ 0.8×, 0 GETs {} |",
-                ffd.1,
-                ffd.4.map_or("n/a".into(), |g| g.to_string()),
-                fd.1,
-                fd.1 / ffd.1,
-                verdict(fd.1 / ffd.1 >= 0.8 && zero)
+                ffd.secs,
+                ffd.gets.map_or("n/a".into(), |g| g.to_string()),
+                fd.secs,
+                fd.secs / ffd.secs,
+                verdict(fd.secs / ffd.secs >= 0.8 && zero)
             );
         }
     }
@@ -593,27 +590,24 @@ fn endpoint_flags(args: &ShuffleArgs) -> Vec<String> {
     f
 }
 
-/// One measured epoch: phase, seconds, files, bytes, server GETs, peak RSS (KiB).
-type Epoch = (String, f64, usize, u64, Option<u64>, Option<u64>);
-
 /// The epochs of one tool: `args.epochs` back to back, then (when the page
 /// cache can be dropped) one after a drop. `pid` is the chute process serving
 /// `root`, whose peak RSS is reset before and read after each epoch.
 fn epochs(
     args: &ShuffleArgs,
+    tool: &'static str,
     root: &Path,
     list: &Path,
     gets: &mut GetCounter<'_>,
     pid: Option<u32>,
-    drop: &dyn Fn() -> anyhow::Result<()>,
-    drops: bool,
-) -> anyhow::Result<Vec<Epoch>> {
+    drop: Option<&dyn Fn() -> anyhow::Result<()>>,
+) -> anyhow::Result<Vec<Row>> {
     let mut workers = Workers::start(root, list, args.workers, args.seed)?;
     let mut out = Vec::new();
-    let total = args.epochs + u64::from(drops);
+    let total = args.epochs + u64::from(drop.is_some());
     for epoch in 0..total {
         let after_drop = epoch == args.epochs;
-        if after_drop {
+        if let (true, Some(drop)) = (after_drop, drop) {
             drop()?;
         }
         if let Some(pid) = pid {
@@ -627,14 +621,15 @@ fn epochs(
             format!("epoch {epoch}")
         };
         eprintln!("{}: {phase}: {secs:.2}s", root.display());
-        out.push((
+        out.push(Row {
+            tool,
             phase,
             secs,
             files,
             bytes,
-            gets.delta(),
-            pid.map(crate::product::peak_rss_kib),
-        ));
+            gets: gets.delta(),
+            peak_rss_kib: pid.map(crate::product::peak_rss_kib),
+        });
     }
     Ok(out)
 }

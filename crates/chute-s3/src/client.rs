@@ -49,10 +49,6 @@ impl Client {
         &self.limits
     }
 
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
-    }
-
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
     }

@@ -173,25 +173,6 @@ impl S3Store {
         }
     }
 
-    /// Uploads one object in a single PUT (benchmark and demo set-up; chute
-    /// itself never writes to the source).
-    pub async fn put_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: bytes::Bytes,
-    ) -> Result<(), StoreError> {
-        self.client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(aws_sdk_s3::primitives::ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| self.classify(e, bucket, key))?;
-        Ok(())
-    }
-
     /// The SDK client, for the write half (`write.rs`).
     pub(crate) fn sdk(&self) -> &aws_sdk_s3::Client {
         &self.client

@@ -2,7 +2,13 @@
 //!
 //! It writes a sample dataset (nested prefixes, mixed sizes, an empty object and
 //! awkward key characters), serves it with the same S3 endpoint as `chute serve`,
-//! then runs each piece of chute against it and prints what each achieved.
+//! then runs each piece of chute against it and prints what each achieved: one
+//! submodule per section, all of the demo in this module.
+
+mod fastfile;
+mod file;
+mod pipe;
+mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -130,10 +136,10 @@ async fn sections(root: &Path, opts: &SourceOptions) -> anyhow::Result<()> {
         stats.get_requests,
         stats.retries
     );
-    super::download::demo_section(root, &channel.client, &plan).await?;
-    super::mount::demo_section(root, &channel.client, &plan).await?;
-    super::pipe::demo(root, &channel.client, &plan).await?;
-    super::run::demo_section(root, opts).await?;
+    file::section(root, &channel.client, &plan).await?;
+    fastfile::section(root, &channel.client, &plan).await?;
+    pipe::section(root, &channel.client, &plan).await?;
+    run::section(root, opts).await?;
     Ok(())
 }
 
@@ -148,12 +154,8 @@ async fn read_and_verify(
     let total: u64 = futures::stream::iter(plan.objects.iter())
         .map(|o| async move {
             let mut hasher = Sha256::new();
-            let mut stream = client.read(
-                o.bucket(),
-                o.key(),
-                0..o.size,
-                o.etag().map(|e| e.to_string()),
-            );
+            let etag = o.etag().map(|e| e.to_string());
+            let mut stream = client.read(o.bucket(), o.key(), 0..o.size, etag);
             while let Some(chunk) = stream.next().await {
                 hasher.update(&chunk?);
             }

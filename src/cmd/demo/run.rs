@@ -28,7 +28,7 @@ echo "  [train.sh]   validation: $(wc -l < "$out/validation.sha256") files read 
 echo "  [train.sh]   labels: epoch 0 read from $SM_INPUT_DIR/data/labels_0 (Pipe)"
 "#;
 
-pub async fn demo_section(root: &Path, opts: &SourceOptions) -> anyhow::Result<()> {
+pub async fn section(root: &Path, opts: &SourceOptions) -> anyhow::Result<()> {
     println!("\n-- run: chute run with File, FastFile and Pipe channels and a training script --");
     let work = tempfile::tempdir().context("cannot create a temporary directory")?;
     let input_dir = work.path().join("opt/ml/input");
