@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chute_pipe::RecordWrapper;
+use clap::builder::PossibleValue;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -262,8 +264,8 @@ pub struct PipeArgs {
     #[arg(long, value_name = "N")]
     pub epochs: Option<u64>,
     /// Wrap each object (or augmented-manifest attribute) in a record.
-    #[arg(long, value_enum, ignore_case = true, default_value_t = RecordWrapperArg::None)]
-    pub record_wrapper: RecordWrapperArg,
+    #[arg(long, ignore_case = true, default_value = "none", value_parser = record_wrapper())]
+    pub record_wrapper: RecordWrapper,
     /// Shuffle the whole channel with this seed at the start of every epoch (before sharding).
     #[arg(long, value_name = "S")]
     pub shuffle_seed: Option<u64>,
@@ -282,13 +284,21 @@ pub struct PipeArgs {
     pub part_size_mib: Option<u64>,
 }
 
-/// `RecordWrapperType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RecordWrapperArg {
-    /// Objects back to back.
-    None,
-    /// MXNet RecordIO: one record per object.
-    Recordio,
+/// `--record-wrapper`: Pipe mode's `RecordWrapper`, spelled as on the command
+/// line (any case).
+fn record_wrapper() -> impl clap::builder::TypedValueParser<Value = RecordWrapper> {
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("none").help("Objects back to back"),
+        PossibleValue::new("recordio").help("MXNet RecordIO: one record per object"),
+    ])
+    // The parser checked the value, ignoring case, but hands it on as given.
+    .map(|v| {
+        if v.eq_ignore_ascii_case("recordio") {
+            RecordWrapper::RecordIo
+        } else {
+            RecordWrapper::None
+        }
+    })
 }
 
 /// Requests in flight: enough for any link, few enough that a typo cannot ask

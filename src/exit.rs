@@ -1,38 +1,61 @@
 //! Exit codes of the contract (doc/SEMANTICS.md): 2 for bad usage or input, 3 when the
 //! data source cannot be reached or read; and the one-line rendering of errors.
 
-use chute_channel::ChannelError;
-use chute_plan::{HostError, ManifestError, UriError};
-use chute_s3::{ErrorClass, StoreError};
+use std::error::Error;
 
-pub const USAGE: u8 = 2;
-pub const SOURCE: u8 = 3;
+use chute_channel::ChannelError;
+use chute_download::DownloadError;
+use chute_pipe::PipeError;
+use chute_plan::{
+    Classify, DistributionError, ErrorClass, HostError, ManifestError, ShardError, UriError,
+};
+use chute_s3::StoreError;
+
+pub const USAGE: u8 = ErrorClass::Usage.exit_code();
 
 /// A problem with what the user asked for (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-pub fn code_for(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if cause.is::<UsageError>()
-            || cause.is::<UriError>()
-            || cause.is::<ManifestError>()
-            || cause.is::<HostError>()
-        {
-            return USAGE;
-        }
-        if let Some(c) = cause.downcast_ref::<ChannelError>() {
-            return if c.is_usage() { USAGE } else { SOURCE };
-        }
-        if let Some(s) = cause.downcast_ref::<StoreError>() {
-            return match s.class() {
-                ErrorClass::Usage => USAGE,
-                ErrorClass::Source => SOURCE,
-            };
-        }
+impl Classify for UsageError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Usage
     }
-    1
+}
+
+/// The exit code of the first cause in the chain that knows its class; 1 when
+/// none does.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(class_of)
+        .map_or(ErrorClass::Local.exit_code(), ErrorClass::exit_code)
+}
+
+/// The class of `cause` when it is one of the library errors (each implements
+/// [`Classify`]: this only finds which one it is).
+fn class_of(cause: &(dyn Error + 'static)) -> Option<ErrorClass> {
+    macro_rules! ask {
+        ($($t:ty),*) => {$(
+            if let Some(e) = cause.downcast_ref::<$t>() {
+                return Some(e.class());
+            }
+        )*};
+    }
+    ask!(
+        UsageError,
+        UriError,
+        ManifestError,
+        HostError,
+        DistributionError,
+        ShardError,
+        ChannelError,
+        StoreError,
+        DownloadError,
+        PipeError,
+        chute_run::RunError
+    );
+    None
 }
 
 /// The error and its causes on one line, without repeating a cause that the

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use chute_channel::{distribute, resolve};
 use chute_download::{download, DownloadError, DownloadOptions};
-use chute_s3::StoreError;
 
 use crate::cli::DownloadArgs;
 use crate::exit::UsageError;
@@ -65,26 +64,16 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
             eprintln!("{}", summary.one_line());
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Err(classify(e)),
+        Err(e) => Err(worded(e)),
     }
 }
 
-/// Destination problems are bad input (exit 2); store errors keep their class
-/// (exit 3 for the source) through the error chain; the rest is exit 1.
-fn classify(e: DownloadError) -> anyhow::Error {
+/// The library's message, with the flag that gets past a failed space check.
+fn worded(e: DownloadError) -> anyhow::Error {
     match e {
-        e if e.is_usage() => UsageError(e.to_string()).into(),
-        DownloadError::Store(s) => s.into(),
-        DownloadError::Verify {
-            bucket,
-            key,
-            detail,
-        } => StoreError::Other {
-            bucket,
-            key,
-            detail: format!("downloaded bytes failed verification: {detail}"),
+        e @ DownloadError::NotEnoughSpace { .. } => {
+            UsageError(format!("{e}; or pass --no-space-check to try anyway")).into()
         }
-        .into(),
         other => other.into(),
     }
 }

@@ -15,13 +15,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use chute_channel::{resolve, Channel};
-use chute_pipe::{
-    run_pipe, CancellationToken, PipeOptions, PipeSource, PipeSummary, RecordWrapper,
-};
+use chute_pipe::{run_pipe, CancellationToken, PipeOptions, PipeSource, PipeSummary};
 use chute_plan::Distribution;
 
-use crate::cli::{PipeArgs, RecordWrapperArg};
-use crate::exit::UsageError;
+use crate::cli::PipeArgs;
 use crate::options::{channel_source, distribution, source_options};
 
 pub async fn run(args: PipeArgs) -> anyhow::Result<ExitCode> {
@@ -43,10 +40,7 @@ pub async fn run(args: PipeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut opts = PipeOptions {
         epochs: args.epochs,
-        record_wrapper: match args.record_wrapper {
-            RecordWrapperArg::None => RecordWrapper::None,
-            RecordWrapperArg::Recordio => RecordWrapper::RecordIo,
-        },
+        record_wrapper: args.record_wrapper,
         shuffle_seed: args.shuffle_seed,
         gunzip: args.gunzip,
         ..PipeOptions::default()
@@ -79,14 +73,7 @@ pub async fn run(args: PipeArgs) -> anyhow::Result<ExitCode> {
         opts,
         stop,
     )
-    .await
-    .map_err(|e| -> anyhow::Error {
-        if e.is_usage() {
-            UsageError(e.to_string()).into()
-        } else {
-            e.into()
-        }
-    })?;
+    .await?;
     eprintln!("{}", summary_line(&summary, started.elapsed()));
     Ok(ExitCode::SUCCESS)
 }

@@ -5,9 +5,10 @@
 //! This is the one place where the S3 layer and the pure planning logic meet; the
 //! modes take its output and never list or parse manifests themselves.
 
-use std::sync::Arc;
+mod name;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chute_plan::{
@@ -16,11 +17,13 @@ use chute_plan::{
     S3Url, Shard, Skipped, SourceUri, UriError,
 };
 use chute_s3::{
-    Client, ErrorClass, ListOptions, LocalStore, ObjectStore, ReadLimits, ReadStream, RetryPolicy,
+    Classify, Client, ErrorClass, ListOptions, LocalStore, ObjectStore, ReadLimits, ReadStream, RetryPolicy,
     S3Config, S3Store, StoreError,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncReadExt;
+
+pub use name::{check_channel_name, ChannelNameError, MAX_CHANNEL_NAME};
 
 /// HEAD requests in flight while sizing the objects a manifest names.
 const HEAD_CONCURRENCY: usize = 64;
@@ -83,14 +86,16 @@ pub enum ChannelError {
     Usage(String),
 }
 
-impl ChannelError {
-    /// Whether the fault is in what the user wrote (exit 2) rather than in
-    /// reaching the data (exit 3).
-    pub fn is_usage(&self) -> bool {
+impl Classify for ChannelError {
+    /// What the user wrote (a URI, a manifest) is at fault, or reaching the data
+    /// is; a manifest file that cannot be read counts as the source.
+    fn class(&self) -> ErrorClass {
         match self {
-            ChannelError::Uri(_) | ChannelError::Manifest { .. } | ChannelError::Usage(_) => true,
-            ChannelError::Store(e) => e.class() == ErrorClass::Usage,
-            ChannelError::Io { .. } => false,
+            ChannelError::Uri(_) | ChannelError::Manifest { .. } | ChannelError::Usage(_) => {
+                ErrorClass::Usage
+            }
+            ChannelError::Store(e) => e.class(),
+            ChannelError::Io { .. } => ErrorClass::Source,
         }
     }
 }

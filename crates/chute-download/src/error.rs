@@ -1,15 +1,15 @@
 //! Typed errors of a download, each naming the file, object or directory it
 //! concerns and, where there is one, the fix.
 //!
-//! [`DownloadError::is_usage`] and [`DownloadError::is_source`] let a caller pick
-//! the exit code of the contract: a destination that cannot hold the data is bad
-//! input (2), an object that cannot be read is the source's fault (3), anything
-//! else on the local side is a plain failure.
+//! Its [`Classify`] impl gives the exit code of the contract: a destination that
+//! cannot hold the data is bad input (2), an object that cannot be read is the
+//! source's fault (3), anything else on the local side is a plain failure (1).
+//! Messages name no command-line flag: the caller adds its own way out.
 
 use std::io;
 use std::path::PathBuf;
 
-use chute_s3::{ErrorClass, StoreError};
+use chute_s3::{Classify, ErrorClass, StoreError};
 
 use crate::human_bytes;
 
@@ -22,7 +22,7 @@ pub enum DownloadError {
 
     /// The up-front free-space check failed.
     #[error(
-        "not enough free space in {}: the download needs {} ({needed} bytes) for {objects} objects, but its file system has only {} ({available} bytes) free (free some space, choose another destination, or pass --no-space-check to try anyway)",
+        "not enough free space in {}: the download needs {} ({needed} bytes) for {objects} objects, but its file system has only {} ({available} bytes) free (free some space or choose another destination)",
         dest.display(),
         human_bytes(*needed),
         human_bytes(*available)
@@ -77,29 +77,24 @@ pub enum DownloadError {
     Internal(String),
 }
 
-impl DownloadError {
-    /// The destination cannot take the download (exit 2 in the contract).
-    pub fn is_usage(&self) -> bool {
+impl Classify for DownloadError {
+    /// The destination that cannot take the download is bad input; a source
+    /// that cannot be read or sent bad data is the source's fault.
+    fn class(&self) -> ErrorClass {
         match self {
             DownloadError::Destination { .. }
             | DownloadError::NotEnoughSpace { .. }
             | DownloadError::DiskFull { .. }
             | DownloadError::Busy { .. }
-            | DownloadError::DestBusy { .. } => true,
-            DownloadError::Store(e) => e.class() == ErrorClass::Usage,
-            _ => false,
+            | DownloadError::DestBusy { .. } => ErrorClass::Usage,
+            DownloadError::Store(e) => e.class(),
+            DownloadError::Verify { .. } => ErrorClass::Source,
+            DownloadError::Io { .. } | DownloadError::Internal(_) => ErrorClass::Local,
         }
     }
+}
 
-    /// The data source could not be read, or sent bad data (exit 3).
-    pub fn is_source(&self) -> bool {
-        match self {
-            DownloadError::Store(e) => e.class() == ErrorClass::Source,
-            DownloadError::Verify { .. } => true,
-            _ => false,
-        }
-    }
-
+impl DownloadError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         DownloadError::Io {
             op,

@@ -51,7 +51,6 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,7 +65,7 @@ use lock::{lock_dest, DestLock};
 use paths::{entry_at, is_dir, is_file, safe_relative, Dirs, Missing, TmpDir, TMP_DIR_NAME};
 use progress::Progress;
 use state::{Entry, State};
-use transfer::{Job, Shared, FS_TRACKER_PERMITS};
+use transfer::{Adaptive, Download, Job, Limits, Settings};
 
 /// How a download runs. `Default` is what `chute download` uses.
 #[derive(Debug, Clone)]
@@ -225,7 +224,26 @@ pub async fn download(
     let started = Instant::now();
     let retries_before = client.stats().snapshot().retries;
     let mut summary = DownloadSummary::default();
+    let (jobs, dirs) = jobs_of(plan, &mut summary);
+    let (dest_owned, opts_owned) = (dest.to_path_buf(), opts.clone());
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare(&dest_owned, &opts_owned, jobs, dirs))
+            .await
+            .map_err(|e| DownloadError::Internal(format!("preparation failed: {e}")))??;
+    summary.skipped_existing = prepared.skipped_existing;
+    transfer_all(client, prepared, opts, &mut summary).await?;
+    summary.retries = client
+        .stats()
+        .snapshot()
+        .retries
+        .saturating_sub(retries_before);
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
 
+/// The plan's objects as jobs and its directories, each at a safe path under
+/// DEST; what cannot have one is warned about and counted as skipped.
+fn jobs_of(plan: &Plan, summary: &mut DownloadSummary) -> (Vec<Job>, Vec<PathBuf>) {
     for s in &plan.skipped {
         tracing::warn!(key = %s.key, "skipped key: {}", s.reason);
         if is_unsafe(&s.reason) {
@@ -255,13 +273,18 @@ pub async fn download(
             Err(why) => tracing::warn!(dir = %d, "skipped directory: {why}"),
         }
     }
+    (jobs, dirs)
+}
 
-    let dest_owned = dest.to_path_buf();
-    let opts_owned = opts.clone();
-    let prep = tokio::task::spawn_blocking(move || prepare(&dest_owned, &opts_owned, jobs, dirs))
-        .await
-        .map_err(|e| DownloadError::Internal(format!("preparation failed: {e}")))??;
-    summary.skipped_existing = prep.skipped_existing;
+/// Fetches every job into the prepared DEST, then removes the temporary files
+/// and records (and, with `fsync`, syncs) what was completed, even after a
+/// failure, so that a rerun keeps it.
+async fn transfer_all(
+    client: &Client,
+    prepared: Prepared,
+    opts: &DownloadOptions,
+    summary: &mut DownloadSummary,
+) -> Result<(), DownloadError> {
     let Prepared {
         dest,
         state,
@@ -270,8 +293,7 @@ pub async fn download(
         tmp,
         lock: _lock,
         ..
-    } = prep;
-
+    } = prepared;
     let total: u64 = jobs
         .iter()
         .fold(0u64, |s, j| s.saturating_add(j.object.size));
@@ -282,7 +304,6 @@ pub async fn download(
         already_complete = summary.skipped_existing,
         "downloading"
     );
-
     let tmp_path = tmp.path.clone();
     let mut guard = TmpGuard {
         path: tmp_path.clone(),
@@ -300,41 +321,25 @@ pub async fn download(
         waiting: Vec::new(),
         syncing: None,
     };
-
     let concurrency = opts.concurrency.max(1);
-    let shared = Arc::new(Shared {
+    let dl = Arc::new(Download {
         client: client.clone(),
         dest: dest.clone(),
         tmp,
-        part_size: opts.part_size.max(64 << 10),
-        write_buffer: opts.write_buffer.max(4096),
-        in_memory_max: opts.small_object,
-        fsync: opts.fsync,
-        preallocate: opts.preallocate,
-        write_on_workers: opts.write_on_workers,
-        slow_writes: AtomicUsize::new(0),
-        verify: AtomicBool::new(opts.verify_md5),
-        not_md5: AtomicUsize::new(0),
-        requests: Arc::new(Semaphore::new(concurrency)),
-        fs_jobs: Arc::new(Semaphore::new(FS_TRACKER_PERMITS as usize)),
-        md5: digest::Md5Batcher::start(),
         dirs,
+        settings: Settings::from(opts),
+        limits: Limits::new(concurrency),
+        adaptive: Adaptive::new(opts.verify_md5),
+        md5: digest::Md5Batcher::start(),
         progress: Progress::new(opts.progress, total, jobs.len()),
     });
-
-    let outcome = run_jobs(&shared, jobs, concurrency, &mut recorder, &mut summary).await;
-    shared.progress.finish();
+    let outcome = run_jobs(&dl, jobs, concurrency, &mut recorder, summary).await;
+    dl.progress.finish();
     // Whatever happened, no file-system job may still be writing when the
     // temporary directory goes.
-    let _all = shared
-        .fs_jobs
-        .acquire_many(FS_TRACKER_PERMITS)
-        .await
-        .map_err(|_| DownloadError::Internal("file-system job tracker closed".into()))?;
+    dl.limits.all_fs_jobs_done().await?;
     let cleanup = remove_tmp_dir(&tmp_path);
     guard.armed = false;
-    // Files completed before a failure are recorded too (once on disk), so
-    // that a rerun keeps them.
     let recorded = recorder.finish().await;
     outcome?;
     cleanup?;
@@ -342,13 +347,7 @@ pub async fn download(
     if opts.fsync && !synced_at_end {
         sync_fs(&fs_handle, &dest)?;
     }
-    summary.retries = client
-        .stats()
-        .snapshot()
-        .retries
-        .saturating_sub(retries_before);
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(())
 }
 
 /// Runs the transfers, `concurrency` objects at a time (each holding at least
@@ -356,7 +355,7 @@ pub async fn download(
 /// it sync and record them regularly. Returns at the first error, after every
 /// task has stopped.
 async fn run_jobs(
-    shared: &Arc<Shared>,
+    dl: &Arc<Download>,
     jobs: Vec<Job>,
     concurrency: usize,
     recorder: &mut Recorder,
@@ -375,7 +374,7 @@ async fn run_jobs(
         tokio::select! {
             biased;
             Some(done) = set.join_next(), if !set.is_empty() => {
-                if let Err(e) = completed(done, shared, recorder, summary) {
+                if let Err(e) = completed(done, dl, recorder, summary) {
                     break Err(e);
                 }
             }
@@ -383,11 +382,11 @@ async fn run_jobs(
                 let (Ok(permit), Some(job)) = (permit, next.take()) else {
                     break Err(DownloadError::Internal("object limiter closed".into()));
                 };
-                let sh = shared.clone();
+                let dl = dl.clone();
                 let job = Arc::new(job);
                 set.spawn(async move {
                     let _permit = permit;
-                    transfer::fetch(sh, job.clone()).await.map(|()| job)
+                    transfer::fetch(dl, job.clone()).await.map(|()| job)
                 });
                 next = pending.next();
             }
@@ -408,14 +407,14 @@ async fn run_jobs(
 
 fn completed(
     done: Result<Result<Arc<Job>, DownloadError>, tokio::task::JoinError>,
-    shared: &Shared,
+    dl: &Download,
     recorder: &mut Recorder,
     summary: &mut DownloadSummary,
 ) -> Result<(), DownloadError> {
     let job = done.map_err(|e| DownloadError::Internal(format!("transfer task failed: {e}")))??;
     summary.objects += 1;
     summary.bytes += job.object.size;
-    shared.progress.object_done();
+    dl.progress.object_done();
     if let Some(etag) = job.object.etag().map(|e| e.to_string()).as_deref() {
         recorder.add(Entry {
             path: job.object.path().to_owned(),

@@ -82,6 +82,7 @@ fn holder_pid(locks: &str, dev: u64, ino: u64) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chute_s3::Classify;
 
     #[test]
     fn finds_the_holder_in_proc_locks() {

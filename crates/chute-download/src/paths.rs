@@ -339,6 +339,7 @@ impl TmpDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chute_s3::Classify;
 
     #[test]
     fn plain_paths_are_kept() {

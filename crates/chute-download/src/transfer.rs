@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 
 use crate::digest::Md5Batcher;
 use crate::error::{is_no_space, DownloadError};
+use crate::DownloadOptions;
 use crate::paths::{Dirs, Missing, PublishError, TempFile, TmpDir};
 use crate::progress::Progress;
 
@@ -66,11 +67,23 @@ pub(crate) struct Job {
     pub rel: PathBuf,
 }
 
-/// What every transfer shares.
-pub(crate) struct Shared {
+/// One download in progress: what each of its transfers reads from and writes
+/// to, its settings, the limits on work in flight and what it learns as it goes.
+pub(crate) struct Download {
     pub client: Client,
     pub dest: PathBuf,
     pub tmp: TmpDir,
+    pub dirs: Dirs,
+    pub settings: Settings,
+    pub limits: Limits,
+    pub adaptive: Adaptive,
+    /// Digests of the objects held in memory.
+    pub md5: Md5Batcher,
+    pub progress: Progress,
+}
+
+/// How transfers fetch and write, fixed for the whole download.
+pub(crate) struct Settings {
     pub part_size: u64,
     pub write_buffer: usize,
     /// Single-GET objects up to this size are held in memory and written
@@ -79,23 +92,72 @@ pub(crate) struct Shared {
     pub fsync: bool,
     pub preallocate: bool,
     /// Streamed batches may be written on the async worker (see
-    /// [`StreamWriter`]) ...
+    /// [`StreamWriter`]) until [`Adaptive::slow_writes`] says otherwise.
     pub write_on_workers: bool,
-    /// ... until this many of them were slow.
-    pub slow_writes: AtomicUsize,
-    pub verify: AtomicBool,
-    pub not_md5: AtomicUsize,
+}
+
+/// What bounds the work in flight.
+pub(crate) struct Limits {
     /// GETs in flight.
     pub requests: Arc<Semaphore>,
     /// Tracks running file-system jobs (see [`FS_TRACKER_PERMITS`]).
     pub fs_jobs: Arc<Semaphore>,
-    /// Digests of the objects held in memory.
-    pub md5: Md5Batcher,
-    pub dirs: Dirs,
-    pub progress: Progress,
 }
 
-impl Shared {
+/// What the download learns about the disk and the store, and acts on.
+pub(crate) struct Adaptive {
+    /// Batches written on the async worker that were slow (see [`StreamWriter`]).
+    pub slow_writes: AtomicUsize,
+    /// MD5 checks are on (until the store's ETags turn out not to be MD5s).
+    pub verify: AtomicBool,
+    /// Objects whose ETag was not their MD5.
+    pub not_md5: AtomicUsize,
+}
+
+impl From<&DownloadOptions> for Settings {
+    fn from(opts: &DownloadOptions) -> Settings {
+        Settings {
+            part_size: opts.part_size.max(64 << 10),
+            write_buffer: opts.write_buffer.max(4096),
+            in_memory_max: opts.small_object,
+            fsync: opts.fsync,
+            preallocate: opts.preallocate,
+            write_on_workers: opts.write_on_workers,
+        }
+    }
+}
+
+impl Limits {
+    /// `concurrency` GETs in flight; file-system jobs tracked, not limited.
+    pub fn new(concurrency: usize) -> Limits {
+        Limits {
+            requests: Arc::new(Semaphore::new(concurrency)),
+            fs_jobs: Arc::new(Semaphore::new(FS_TRACKER_PERMITS as usize)),
+        }
+    }
+
+    /// Waits until no file-system job is running, and keeps any from starting.
+    pub async fn all_fs_jobs_done(&self) -> Result<(), DownloadError> {
+        self.fs_jobs
+            .acquire_many(FS_TRACKER_PERMITS)
+            .await
+            .map(|permits| permits.forget())
+            .map_err(|_| DownloadError::Internal("file-system job tracker closed".into()))
+    }
+}
+
+impl Adaptive {
+    /// Nothing learnt yet; MD5 checks as asked.
+    pub fn new(verify: bool) -> Adaptive {
+        Adaptive {
+            slow_writes: AtomicUsize::new(0),
+            verify: AtomicBool::new(verify),
+            not_md5: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Download {
     /// The usual name of `job`'s temporary file, for messages.
     fn tmp_path(&self, job: &Job) -> PathBuf {
         self.tmp.path.join(format!("{}.part", job.index))
@@ -112,6 +174,7 @@ impl Shared {
         F: FnOnce() -> Result<T, DownloadError> + Send + 'static,
     {
         let permit = self
+            .limits
             .fs_jobs
             .clone()
             .try_acquire_owned()
@@ -133,15 +196,16 @@ impl Shared {
 
     /// Waits for one of the `concurrency` request slots.
     async fn request_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, DownloadError> {
-        self.requests
+        self.limits
+            .requests
             .acquire()
             .await
             .map_err(|_| DownloadError::Internal("request limiter closed".into()))
     }
 
     fn note_not_md5(&self, obj: &PlannedObject) {
-        let n = self.not_md5.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= NOT_MD5_LIMIT && self.verify.swap(false, Ordering::Relaxed) {
+        let n = self.adaptive.not_md5.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= NOT_MD5_LIMIT && self.adaptive.verify.swap(false, Ordering::Relaxed) {
             tracing::warn!(
                 bucket = %obj.bucket(),
                 "ETags of this store are not MD5 digests of the content (server-side encryption with KMS or customer keys does that); MD5 checks are off for the rest of this download, sizes are still checked"
@@ -190,27 +254,27 @@ pub(crate) fn md5_of_etag(etag: Option<&str>) -> Option<[u8; 16]> {
 }
 
 /// Fetches one object into its final place.
-pub(crate) async fn fetch(sh: Arc<Shared>, job: Arc<Job>) -> Result<(), DownloadError> {
+pub(crate) async fn fetch(dl: Arc<Download>, job: Arc<Job>) -> Result<(), DownloadError> {
     let size = job.object.size;
-    let parts = split(size, sh.part_size);
+    let parts = split(size, dl.settings.part_size);
     if parts.len() > 1 {
-        return fetch_parts(&sh, &job, parts).await;
+        return fetch_parts(&dl, &job, parts).await;
     }
-    let want = if sh.verify.load(Ordering::Relaxed) {
+    let want = if dl.adaptive.verify.load(Ordering::Relaxed) {
         md5_of_etag(job.object.etag().map(|e| e.to_string()).as_deref())
     } else {
         None
     };
     let Some(want) = want else {
-        fetch_single(&sh, &job, None).await?;
+        fetch_single(&dl, &job, None).await?;
         return Ok(());
     };
-    let first = match fetch_single(&sh, &job, Some(Check { want, also: None })).await? {
+    let first = match fetch_single(&dl, &job, Some(Check { want, also: None })).await? {
         Verdict::Kept { .. } => return Ok(()),
         Verdict::Mismatch(got) => got,
     };
     tracing::debug!(key = %job.object.key(), "MD5 differs from the ETag; fetching again");
-    match fetch_single(&sh, &job, Some(Check { want, also: Some(first) })).await? {
+    match fetch_single(&dl, &job, Some(Check { want, also: Some(first) })).await? {
         Verdict::Kept { matched_etag: true } => {
             tracing::warn!(
                 key = %job.object.key(),
@@ -219,7 +283,7 @@ pub(crate) async fn fetch(sh: Arc<Shared>, job: Arc<Job>) -> Result<(), Download
             Ok(())
         }
         Verdict::Kept { matched_etag: false } => {
-            sh.note_not_md5(&job.object);
+            dl.note_not_md5(&job.object);
             Ok(())
         }
         Verdict::Mismatch(second) => Err(DownloadError::Verify {
@@ -261,13 +325,13 @@ impl Check {
 }
 
 async fn fetch_single(
-    sh: &Arc<Shared>,
+    dl: &Arc<Download>,
     job: &Arc<Job>,
     check: Option<Check>,
 ) -> Result<Verdict, DownloadError> {
     let obj = &job.object;
     let size = obj.size;
-    let in_memory = size <= sh.in_memory_max;
+    let in_memory = size <= dl.settings.in_memory_max;
     // Streamed objects are hashed as their chunks pass; in-memory ones by the
     // batcher once whole.
     let mut hasher = check.as_ref().filter(|_| !in_memory).map(|_| Md5::new());
@@ -275,14 +339,14 @@ async fn fetch_single(
     let mut writer = None;
     let mut temp = None;
     if !in_memory {
-        let (sh2, job2) = (sh.clone(), job.clone());
-        let t = sh.blocking(move || create_temp(&sh2, &job2, size)).await?;
-        writer = Some(StreamWriter::new(sh, job, t.file.clone(), 0));
+        let (dl2, job2) = (dl.clone(), job.clone());
+        let t = dl.blocking(move || create_temp(&dl2, &job2, size)).await?;
+        writer = Some(StreamWriter::new(dl, job, t.file.clone(), 0));
         temp = Some(t);
     }
     if size > 0 {
-        let _slot = sh.request_slot().await?;
-        let mut stream = sh.client.read(
+        let _slot = dl.request_slot().await?;
+        let mut stream = dl.client.read(
             obj.bucket(),
             obj.key(),
             0..size,
@@ -290,7 +354,7 @@ async fn fetch_single(
         );
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            sh.progress.bytes(chunk.len() as u64);
+            dl.progress.bytes(chunk.len() as u64);
             match writer.as_mut() {
                 None => batch.push(chunk),
                 Some(w) => {
@@ -302,7 +366,7 @@ async fn fetch_single(
             }
         }
     }
-    let (sh2, job2) = (sh.clone(), job.clone());
+    let (dl2, job2) = (dl.clone(), job.clone());
     let Some(writer) = writer else {
         check_received(job, batch.len as u64)?;
         // The whole object is in memory: check it (its digest computed along
@@ -322,7 +386,7 @@ async fn fetch_single(
                         b.freeze()
                     }
                 };
-                let digest = sh
+                let digest = dl
                     .md5
                     .digest(whole.clone())
                     .await
@@ -335,7 +399,7 @@ async fn fetch_single(
             None => Verdict::Kept { matched_etag: true },
         };
         if let Verdict::Kept { .. } = verdict {
-            sh.blocking(move || write_whole(&sh2, &job2, &batch))
+            dl.blocking(move || write_whole(&dl2, &job2, &batch))
                 .await?;
         }
         return Ok(verdict);
@@ -352,9 +416,9 @@ async fn fetch_single(
         _ => Verdict::Kept { matched_etag: true },
     };
     match verdict {
-        Verdict::Kept { .. } => sh.blocking(move || finalize(&sh2, &job2, &temp)).await?,
+        Verdict::Kept { .. } => dl.blocking(move || finalize(&dl2, &job2, &temp)).await?,
         // The next transfer writes a new file.
-        Verdict::Mismatch(_) => sh.tmp.discard(&temp),
+        Verdict::Mismatch(_) => dl.tmp.discard(&temp),
     }
     Ok(verdict)
 }
@@ -374,19 +438,19 @@ fn check_received(job: &Job, received: u64) -> Result<(), DownloadError> {
 }
 
 async fn fetch_parts(
-    sh: &Arc<Shared>,
+    dl: &Arc<Download>,
     job: &Arc<Job>,
     parts: Vec<Range<u64>>,
 ) -> Result<(), DownloadError> {
     let size = job.object.size;
     let temp = {
-        let (sh2, job2) = (sh.clone(), job.clone());
-        sh.blocking(move || create_temp(&sh2, &job2, size)).await?
+        let (dl2, job2) = (dl.clone(), job.clone());
+        dl.blocking(move || create_temp(&dl2, &job2, size)).await?
     };
     let mut set = JoinSet::new();
     for range in parts {
         set.spawn(fetch_part(
-            sh.clone(),
+            dl.clone(),
             job.clone(),
             temp.file.clone(),
             range,
@@ -395,28 +459,28 @@ async fn fetch_parts(
     while let Some(done) = set.join_next().await {
         done.map_err(|e| DownloadError::Internal(format!("part transfer failed: {e}")))??;
     }
-    let (sh2, job2) = (sh.clone(), job.clone());
-    sh.blocking(move || finalize(&sh2, &job2, &temp)).await
+    let (dl2, job2) = (dl.clone(), job.clone());
+    dl.blocking(move || finalize(&dl2, &job2, &temp)).await
 }
 
 async fn fetch_part(
-    sh: Arc<Shared>,
+    dl: Arc<Download>,
     job: Arc<Job>,
     file: Arc<File>,
     range: Range<u64>,
 ) -> Result<(), DownloadError> {
     let obj = &job.object;
-    let _slot = sh.request_slot().await?;
-    let mut stream = sh.client.read(
+    let _slot = dl.request_slot().await?;
+    let mut stream = dl.client.read(
         obj.bucket(),
         obj.key(),
         range.clone(),
         obj.etag().map(|e| e.to_string()),
     );
-    let mut writer = StreamWriter::new(&sh, &job, file, range.start);
+    let mut writer = StreamWriter::new(&dl, &job, file, range.start);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        sh.progress.bytes(chunk.len() as u64);
+        dl.progress.bytes(chunk.len() as u64);
         writer.push(chunk).await?;
     }
     let (_, end) = writer.finish().await?;
@@ -445,7 +509,7 @@ async fn fetch_part(
 /// later batch of the download goes to the blocking pool, one being written
 /// while the next fills, so the worker keeps reading sockets.
 struct StreamWriter {
-    sh: Arc<Shared>,
+    dl: Arc<Download>,
     job: Arc<Job>,
     file: Arc<File>,
     offset: u64,
@@ -454,9 +518,9 @@ struct StreamWriter {
 }
 
 impl StreamWriter {
-    fn new(sh: &Arc<Shared>, job: &Arc<Job>, file: Arc<File>, offset: u64) -> StreamWriter {
+    fn new(dl: &Arc<Download>, job: &Arc<Job>, file: Arc<File>, offset: u64) -> StreamWriter {
         StreamWriter {
-            sh: sh.clone(),
+            dl: dl.clone(),
             job: job.clone(),
             file,
             offset,
@@ -467,7 +531,7 @@ impl StreamWriter {
 
     async fn push(&mut self, chunk: Bytes) -> Result<(), DownloadError> {
         self.batch.push(chunk);
-        if self.batch.len >= self.sh.write_buffer {
+        if self.batch.len >= self.dl.settings.write_buffer {
             self.start().await?;
         }
         Ok(())
@@ -481,15 +545,15 @@ impl StreamWriter {
         if let Some(w) = self.writing.take() {
             join(w).await?;
         }
-        if self.sh.write_on_workers
-            && self.sh.slow_writes.load(Ordering::Relaxed) < SLOW_WRITES_LIMIT
+        if self.dl.settings.write_on_workers
+            && self.dl.adaptive.slow_writes.load(Ordering::Relaxed) < SLOW_WRITES_LIMIT
         {
             let started = std::time::Instant::now();
             data.write_all_at(&self.file, self.offset)
-                .map_err(|e| local_error(&self.sh, &self.job, "write", e))?;
+                .map_err(|e| local_error(&self.dl, &self.job, "write", e))?;
             let took = started.elapsed();
             if took > SLOW_WRITE
-                && self.sh.slow_writes.fetch_add(1, Ordering::Relaxed) + 1 == SLOW_WRITES_LIMIT
+                && self.dl.adaptive.slow_writes.fetch_add(1, Ordering::Relaxed) + 1 == SLOW_WRITES_LIMIT
             {
                 tracing::debug!(
                     ?took,
@@ -499,15 +563,15 @@ impl StreamWriter {
             self.offset += len;
             return Ok(());
         }
-        let (sh, job, file, offset) = (
-            self.sh.clone(),
+        let (dl, job, file, offset) = (
+            self.dl.clone(),
             self.job.clone(),
             self.file.clone(),
             self.offset,
         );
-        self.writing = Some(self.sh.spawn_blocking(move || {
+        self.writing = Some(self.dl.spawn_blocking(move || {
             data.write_all_at(&file, offset)
-                .map_err(|e| local_error(&sh, &job, "write", e))
+                .map_err(|e| local_error(&dl, &job, "write", e))
         })?);
         self.offset += len;
         Ok(())
@@ -583,34 +647,34 @@ impl Batch {
 }
 
 /// An I/O error on the way to `job`'s file; a full disk is its own error.
-fn local_error(sh: &Shared, job: &Job, op: &'static str, e: std::io::Error) -> DownloadError {
+fn local_error(dl: &Download, job: &Job, op: &'static str, e: std::io::Error) -> DownloadError {
     if is_no_space(&e) {
         DownloadError::DiskFull {
-            dest: sh.dest.clone(),
-            path: sh.dest.join(&job.rel),
+            dest: dl.dest.clone(),
+            path: dl.dest.join(&job.rel),
             size: job.object.size,
             source: e,
         }
     } else {
-        DownloadError::io(op, sh.tmp_path(job), e)
+        DownloadError::io(op, dl.tmp_path(job), e)
     }
 }
 
 /// Creates the temporary file and reserves its full size on disk.
-fn create_temp(sh: &Shared, job: &Job, size: u64) -> Result<TempFile, DownloadError> {
-    let temp = sh
+fn create_temp(dl: &Download, job: &Job, size: u64) -> Result<TempFile, DownloadError> {
+    let temp = dl
         .tmp
         .create_file(job.index)
-        .map_err(|e| local_error(sh, job, "create", e))?;
+        .map_err(|e| local_error(dl, job, "create", e))?;
     let file = &temp.file;
-    if size > 0 && !sh.preallocate {
+    if size > 0 && !dl.settings.preallocate {
         file.set_len(size)
-            .map_err(|e| local_error(sh, job, "size", e))?;
+            .map_err(|e| local_error(dl, job, "size", e))?;
     } else if size > 0 {
         let len = i64::try_from(size).map_err(|_| {
             DownloadError::io(
                 "create",
-                sh.tmp.path_of(&temp),
+                dl.tmp.path_of(&temp),
                 std::io::Error::other("object too large for this platform"),
             )
         })?;
@@ -620,32 +684,32 @@ fn create_temp(sh: &Shared, job: &Job, size: u64) -> Result<TempFile, DownloadEr
                 // No reservation on this file system: a full disk then shows up
                 // as a failed write instead, handled the same way.
                 file.set_len(size)
-                    .map_err(|e| local_error(sh, job, "size", e))?;
+                    .map_err(|e| local_error(dl, job, "size", e))?;
             }
-            Err(errno) => return Err(local_error(sh, job, "preallocate", errno.into())),
+            Err(errno) => return Err(local_error(dl, job, "preallocate", errno.into())),
         }
     }
     Ok(temp)
 }
 
 /// Creates, writes and renames a file held wholly in memory.
-fn write_whole(sh: &Shared, job: &Job, data: &Batch) -> Result<(), DownloadError> {
-    let temp = sh
+fn write_whole(dl: &Download, job: &Job, data: &Batch) -> Result<(), DownloadError> {
+    let temp = dl
         .tmp
         .create_file(job.index)
-        .map_err(|e| local_error(sh, job, "create", e))?;
+        .map_err(|e| local_error(dl, job, "create", e))?;
     data.write_all_at(&temp.file, 0)
-        .map_err(|e| local_error(sh, job, "write", e))?;
-    finalize(sh, job, &temp)
+        .map_err(|e| local_error(dl, job, "write", e))?;
+    finalize(dl, job, &temp)
 }
 
 /// Checks the size, syncs if asked, and renames the file into place through
 /// handles on both directories (see [`TmpDir::publish`]).
-fn finalize(sh: &Shared, job: &Job, temp: &TempFile) -> Result<(), DownloadError> {
+fn finalize(dl: &Download, job: &Job, temp: &TempFile) -> Result<(), DownloadError> {
     let len = temp
         .file
         .metadata()
-        .map_err(|e| DownloadError::io("inspect", sh.tmp.path_of(temp), e))?
+        .map_err(|e| DownloadError::io("inspect", dl.tmp.path_of(temp), e))?
         .len();
     if len != job.object.size {
         return Err(DownloadError::Verify {
@@ -654,14 +718,14 @@ fn finalize(sh: &Shared, job: &Job, temp: &TempFile) -> Result<(), DownloadError
             detail: format!("the file has {len} bytes, the object {}", job.object.size),
         });
     }
-    if sh.fsync {
+    if dl.settings.fsync {
         temp.file
             .sync_all()
-            .map_err(|e| local_error(sh, job, "sync", e))?;
+            .map_err(|e| local_error(dl, job, "sync", e))?;
     }
-    let target = sh.dest.join(&job.rel);
+    let target = dl.dest.join(&job.rel);
     let (Some(parent), Some(name)) = (
-        sh.dirs.open_parent(&job.rel, Missing::Create)?,
+        dl.dirs.open_parent(&job.rel, Missing::Create)?,
         job.rel.file_name(),
     ) else {
         return Err(DownloadError::Internal(format!(
@@ -669,7 +733,7 @@ fn finalize(sh: &Shared, job: &Job, temp: &TempFile) -> Result<(), DownloadError
             target.display()
         )));
     };
-    sh.tmp.publish(temp, &parent, name).map_err(|e| match e {
+    dl.tmp.publish(temp, &parent, name).map_err(|e| match e {
         PublishError::Replaced(path) => DownloadError::Destination {
             path,
             detail: format!(

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chute_download::{download, DownloadError, DownloadOptions};
+use chute_plan::Classify;
 use chute_plan::{Plan, PlannedObject};
 use chute_s3::{
     Client, GetResponse, ListPage, LocalStore, ObjectMeta, ObjectStore, RetryPolicy, StoreError,

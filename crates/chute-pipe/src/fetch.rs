@@ -101,24 +101,22 @@ enum Stage {
 
 /// One unit of work for stage 3/4.
 enum Job {
-    Start {
-        epoch: u64,
-        items: usize,
-    },
-    End {
-        epoch: u64,
-    },
-    Part {
-        epoch: u64,
-        index: usize,
-        item: Arc<Item>,
-        size: u64,
-        etag: Option<String>,
-        range: Range<u64>,
-        first: bool,
-        last: bool,
-        error: Option<StoreError>,
-    },
+    Start { epoch: u64, items: usize },
+    End { epoch: u64 },
+    Part(PartJob),
+}
+
+/// A range of one item to fetch (or the error that sizing it met).
+struct PartJob {
+    epoch: u64,
+    index: usize,
+    item: Arc<Item>,
+    size: u64,
+    etag: Option<String>,
+    range: Range<u64>,
+    first: bool,
+    last: bool,
+    error: Option<StoreError>,
 }
 
 type SizeCache = Arc<Mutex<HashMap<(String, String), (u64, Option<String>)>>>;
@@ -172,7 +170,7 @@ async fn size_item(
 fn split(s: Sized, part_size: u64) -> Vec<Job> {
     let inline = matches!(s.item.source, ItemSource::Inline(_));
     if s.error.is_some() || inline || s.size == 0 {
-        return vec![Job::Part {
+        return vec![Job::Part(PartJob {
             epoch: s.epoch,
             index: s.index,
             item: s.item,
@@ -182,13 +180,13 @@ fn split(s: Sized, part_size: u64) -> Vec<Job> {
             first: true,
             last: true,
             error: s.error,
-        }];
+        })];
     }
     let mut jobs = Vec::new();
     let mut start = 0;
     while start < s.size {
         let end = s.size.min(start + part_size);
-        jobs.push(Job::Part {
+        jobs.push(Job::Part(PartJob {
             epoch: s.epoch,
             index: s.index,
             item: s.item.clone(),
@@ -198,7 +196,7 @@ fn split(s: Sized, part_size: u64) -> Vec<Job> {
             first: start == 0,
             last: end == s.size,
             error: None,
-        });
+        }));
         start = end;
     }
     jobs
@@ -250,103 +248,131 @@ pub(crate) async fn run(
         Some(n) => Box::new(0..n),
         None => Box::new(0..),
     };
-    let cache: SizeCache = Arc::default();
-    let budget = cfg.budget.max(1);
-    let memory = Arc::new(Semaphore::new(
-        usize::try_from(budget).unwrap_or(Semaphore::MAX_PERMITS),
-    ));
-    let part_size = cfg.part_size.clamp(1, budget);
-
-    let sizing = (client.clone(), cache);
+    let mut fetcher = Fetcher::new(client.clone(), &cfg, skip_below);
+    let part_size = cfg.part_size.clamp(1, fetcher.budget);
+    let sizing = (client, SizeCache::default());
     // Boxed at each step: a spawned future holding these unboxed trips the
     // compiler's higher-ranked `Send` inference.
     let stages: BoxStream<'static, Stage> = stream::iter(epochs)
         .flat_map(move |epoch| epoch_stages(&order, &sizing.0, &sizing.1, epoch))
         .boxed();
-    let jobs: BoxStream<'static, Job> = stages
+    let mut jobs: BoxStream<'static, Job> = stages
         .flat_map(move |stage| stage_jobs(stage, part_size))
         .boxed();
-    let concurrency = cfg.concurrency.clamp(1, u32::MAX as usize);
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let mut fetching_epoch = 0;
-    let mut jobs = jobs;
     while let Some(job) = jobs.next().await {
         let msg = match job {
             Job::Start { epoch, items } => Msg::EpochStart { epoch, items },
             Job::End { epoch } => Msg::EpochEnd { epoch },
-            Job::Part {
-                epoch,
-                index,
-                item,
-                size,
-                etag,
-                range,
-                first,
-                last,
-                error,
-            } => {
-                let data = match (error, &item.source) {
-                    (Some(e), _) => PartData::Ready(Err(e)),
-                    (None, ItemSource::Inline(bytes)) => PartData::Ready(Ok(bytes.clone())),
-                    // The reader left this epoch: its remaining parts are not wanted.
-                    _ if epoch < skip_below.load(Ordering::SeqCst) => {
-                        PartData::Ready(Ok(Bytes::new()))
-                    }
-                    (None, ItemSource::Object { .. }) if range.is_empty() => {
-                        PartData::Ready(Ok(Bytes::new()))
-                    }
-                    (None, ItemSource::Object { bucket, key, .. }) => {
-                        let want = range.end - range.start;
-                        // Claims in stream order (both semaphores are fair): memory
-                        // for the bytes, then one of the GET slots. Neither is ever
-                        // closed, so these only wait.
-                        let n = u32::try_from(want.min(budget)).unwrap_or(u32::MAX);
-                        let Ok(permit) = memory.clone().acquire_many_owned(n).await else {
-                            break;
-                        };
-                        if epoch != fetching_epoch {
-                            // The next epoch's reader cannot start before this
-                            // epoch's last byte, so its GETs wait for this epoch's
-                            // to finish instead of taking bandwidth from them.
-                            if slots.acquire_many(concurrency as u32).await.is_err() {
-                                break;
-                            }
-                            fetching_epoch = epoch;
-                        }
-                        let Ok(slot) = slots.clone().acquire_owned().await else {
-                            break;
-                        };
-                        let (chunks_tx, chunks) = unbounded_channel();
-                        let read = client.read(bucket, key, range, etag);
-                        let stop = cfg.stop.clone();
-                        tokio::spawn(async move {
-                            tokio::select! {
-                                _ = stop.cancelled() => {}
-                                _ = forward(read, chunks_tx) => {}
-                            }
-                            drop(slot);
-                        });
-                        PartData::Stream {
-                            chunks,
-                            len: want,
-                            permit,
-                        }
-                    }
-                };
-                Msg::Part(Part {
-                    epoch,
-                    index,
-                    item,
-                    size,
-                    first,
-                    last,
-                    data,
-                })
-            }
+            Job::Part(job) => match fetcher.part(job).await {
+                Some(part) => Msg::Part(part),
+                None => break,
+            },
         };
         if tx.send(msg).is_err() {
             break;
         }
+    }
+}
+
+/// Stages 3 and 4: the memory budget and the GET slots, claimed in stream order.
+struct Fetcher {
+    client: Client,
+    /// Bytes of fetched-but-unwritten data allowed.
+    budget: u64,
+    memory: Arc<Semaphore>,
+    concurrency: usize,
+    slots: Arc<Semaphore>,
+    /// The epoch whose GETs are running.
+    fetching_epoch: u64,
+    /// Epochs below this one were left by their reader.
+    skip_below: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl Fetcher {
+    fn new(client: Client, cfg: &FetchConfig, skip_below: Arc<AtomicU64>) -> Fetcher {
+        let budget = cfg.budget.max(1);
+        let concurrency = cfg.concurrency.clamp(1, u32::MAX as usize);
+        Fetcher {
+            client,
+            budget,
+            memory: Arc::new(Semaphore::new(
+                usize::try_from(budget).unwrap_or(Semaphore::MAX_PERMITS),
+            )),
+            concurrency,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            fetching_epoch: 0,
+            skip_below,
+            stop: cfg.stop.clone(),
+        }
+    }
+
+    /// The part with its bytes at hand or on their way; `None` when the
+    /// limits are closed and the pipeline must end.
+    async fn part(&mut self, job: PartJob) -> Option<Part> {
+        let data = match (job.error, &job.item.source) {
+            (Some(e), _) => PartData::Ready(Err(e)),
+            (None, ItemSource::Inline(bytes)) => PartData::Ready(Ok(bytes.clone())),
+            // The reader left this epoch: its remaining parts are not wanted.
+            _ if job.epoch < self.skip_below.load(Ordering::SeqCst) => {
+                PartData::Ready(Ok(Bytes::new()))
+            }
+            (None, ItemSource::Object { .. }) if job.range.is_empty() => {
+                PartData::Ready(Ok(Bytes::new()))
+            }
+            (None, ItemSource::Object { bucket, key, .. }) => {
+                self.get(job.epoch, bucket, key, job.range.clone(), job.etag.clone())
+                    .await?
+            }
+        };
+        Some(Part {
+            epoch: job.epoch,
+            index: job.index,
+            item: job.item,
+            size: job.size,
+            first: job.first,
+            last: job.last,
+            data,
+        })
+    }
+
+    /// Claims memory for the range's bytes, then one of the GET slots (both
+    /// semaphores are fair, so claims are granted in stream order), and starts
+    /// the GET. Neither semaphore is ever closed: `None` does not happen.
+    async fn get(
+        &mut self,
+        epoch: u64,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<String>,
+    ) -> Option<PartData> {
+        let want = range.end - range.start;
+        let n = u32::try_from(want.min(self.budget)).unwrap_or(u32::MAX);
+        let permit = self.memory.clone().acquire_many_owned(n).await.ok()?;
+        if epoch != self.fetching_epoch {
+            // The next epoch's reader cannot start before this epoch's last
+            // byte, so its GETs wait for this epoch's to finish instead of
+            // taking bandwidth from them.
+            drop(self.slots.acquire_many(self.concurrency as u32).await.ok()?);
+            self.fetching_epoch = epoch;
+        }
+        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        let (chunks_tx, chunks) = unbounded_channel();
+        let read = self.client.read(bucket, key, range, etag);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = forward(read, chunks_tx) => {}
+            }
+            drop(slot);
+        });
+        Some(PartData::Stream {
+            chunks,
+            len: want,
+            permit,
+        })
     }
 }
 

@@ -65,7 +65,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chute_plan::{AugmentedRecord, Plan, Shard};
+use chute_plan::{AugmentedRecord, Classify, ErrorClass, Plan, Shard};
 use chute_s3::{Client, StoreError};
 use tokio::sync::{oneshot, watch};
 pub use tokio_util::sync::CancellationToken;
@@ -83,6 +83,25 @@ pub enum RecordWrapper {
     None,
     /// One MXNet RecordIO record per item; see [`recordio`].
     RecordIo,
+}
+
+impl RecordWrapper {
+    /// The API spelling (`RecordWrapperType`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordWrapper::None => "None",
+            RecordWrapper::RecordIo => "RecordIO",
+        }
+    }
+
+    /// The wrapper the API spelling names (case-sensitive, as the API is).
+    pub fn from_api(s: &str) -> Option<RecordWrapper> {
+        match s {
+            "None" => Some(RecordWrapper::None),
+            "RecordIO" => Some(RecordWrapper::RecordIo),
+            _ => None,
+        }
+    }
 }
 
 /// What the FIFO does after an epoch fails (see the crate documentation).
@@ -135,28 +154,16 @@ impl Default for PipeOptions {
     }
 }
 
-/// The read-ahead budget for this machine: an eighth of its memory, between
-/// 64 MiB and 256 MiB (several channels may share a machine with training).
-///
-/// More does not make a reader faster: a few hundred MiB of GETs in flight
-/// already keep the network busy, and bytes fetched further ahead only sit in
-/// memory that is new to the process (faulted in and zeroed by the kernel) and
-/// cold in the CPU caches by the time they are written. Measured against Garage on
-/// loopback, a 1 GiB budget drained a 1 GiB object at 0.69-0.84 x raw GETs
-/// and 128-256 MiB at 0.83-0.88 x; 256 MiB still covers a quarter second of
-/// a reader pausing at 1 GB/s.
+/// The most read-ahead a pipe has a use for by default: a few hundred MiB of
+/// GETs in flight keep the network busy, and more only sits in memory
+/// (doc/BENCHMARKING.md, Pipe mode).
+pub const MAX_DEFAULT_MEMORY: u64 = 256 << 20;
+
+/// The read-ahead budget for this machine: an eighth of the memory this process
+/// may use (cgroup-aware), between 64 MiB and [`MAX_DEFAULT_MEMORY`]; several
+/// channels may share a machine with training.
 pub fn default_max_memory() -> u64 {
-    const MIN: u64 = 64 << 20;
-    const MAX: u64 = 256 << 20;
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kib| kib * 1024);
-    total.map_or(256 << 20, |t| (t / 8).clamp(MIN, MAX))
+    chute_machine::default_max_memory(MAX_DEFAULT_MEMORY)
 }
 
 /// The part size a pipe uses: as asked, but at most an eighth of the read-ahead
@@ -258,8 +265,11 @@ pub struct PipeSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipeError {
-    #[error("invalid channel name {name:?}: use 1 to 64 characters from A-Z a-z 0-9 . - _")]
-    InvalidChannel { name: String },
+    #[error("invalid channel name {name:?}: {problem}")]
+    InvalidChannel {
+        name: String,
+        problem: chute_channel::ChannelNameError,
+    },
 
     #[error("cannot use the pipe directory {path}: {source}")]
     Dir {
@@ -316,17 +326,25 @@ pub enum PipeError {
     Failed(Arc<PipeError>),
 }
 
-impl PipeError {
-    /// Whether what the user asked for or gave is at fault (exit 2) rather than
-    /// reaching the data (exit 3).
-    pub fn is_usage(&self) -> bool {
+impl Classify for PipeError {
+    /// What the user asked for or gave (a channel name, a path in the way, data
+    /// that is not gzip) is at fault, or reading an object is, or the machine.
+    fn class(&self) -> ErrorClass {
         match self {
-            PipeError::InvalidChannel { .. } | PipeError::Gunzip { .. } => true,
-            PipeError::Fifo { source, .. } => source.kind() == std::io::ErrorKind::AlreadyExists,
-            PipeError::Failed(e) => e.is_usage(),
-            _ => false,
+            PipeError::InvalidChannel { .. } | PipeError::Gunzip { .. } => ErrorClass::Usage,
+            PipeError::Fifo { source, .. }
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                ErrorClass::Usage
+            }
+            PipeError::Object { source, .. } => source.class(),
+            PipeError::Failed(e) => e.class(),
+            _ => ErrorClass::Local,
         }
     }
+}
+
+impl PipeError {
 
     /// The item that failed (`s3://bucket/key`, or `line N attribute A` of an
     /// augmented manifest), when one is to blame.
@@ -354,7 +372,7 @@ pub struct PipeFailure {
     /// The channel (`NAME`).
     pub channel: String,
     /// What went wrong; [`PipeError::object`] names the item and
-    /// [`PipeError::is_usage`] tells bad input (exit 2) from an unreadable
+    /// its [`Classify::class`] tells bad input (exit 2) from an unreadable
     /// source (exit 3).
     pub error: Arc<PipeError>,
 }
@@ -372,20 +390,10 @@ pub fn fifo_path(dir: &Path, channel: &str, epoch: u64) -> PathBuf {
 
 /// The API rule for channel names, which also keeps FIFO names inside `dir`.
 fn check_channel(name: &str) -> Result<(), PipeError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && name != "."
-        && name != "..";
-    if ok {
-        Ok(())
-    } else {
-        Err(PipeError::InvalidChannel {
-            name: name.to_owned(),
-        })
-    }
+    chute_channel::check_channel_name(name).map_err(|problem| PipeError::InvalidChannel {
+        name: name.to_owned(),
+        problem,
+    })
 }
 
 /// A pipe streaming in the background.

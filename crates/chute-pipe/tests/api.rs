@@ -9,7 +9,7 @@ use std::time::Duration;
 use chute_pipe::{
     fifo_path, start_pipe, CancellationToken, OnFailure, PipeOptions, PipeSource, RecordWrapper,
 };
-use chute_plan::Plan;
+use chute_plan::{Classify, Plan};
 use chute_s3::Client;
 use chute_testkit::data::pattern;
 use chute_testkit::harness::{fast_policy, plan_of, ServedDir, BUCKET};

@@ -8,10 +8,12 @@
 //! - [`shard`]: `ShardedByS3Key` and host discovery.
 //! - [`shuffle`]: the seeded, specified permutation of Pipe mode.
 //! - [`manifest`]: SageMaker `ManifestFile` and `AugmentedManifestFile`.
+//! - [`class`]: the error classification (usage / source / local) every crate shares.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod class;
 pub mod etag;
 pub mod manifest;
 pub mod path;
@@ -21,6 +23,7 @@ pub mod shard;
 pub mod shuffle;
 pub mod uri;
 
+pub use class::{Classify, ErrorClass};
 pub use etag::ETag;
 pub use manifest::{
     augmented_objects, parse_augmented_manifest, parse_manifest, AugmentedField, AugmentedParser,

@@ -26,12 +26,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chute_channel::{distribute, resolve, Channel, ChannelSource, SourceOptions};
-use chute_plan::{Distribution, Hosts};
+use chute_plan::{Classify, Distribution, ErrorClass, Hosts};
 use futures::future::{join_all, try_join_all};
 
-use crate::config::{ChannelData, ChannelSpec, Compression, InputMode, RecordWrapper};
+use crate::config::{ChannelData, ChannelSpec, Compression, InputMode};
 use crate::container::Layout;
-use crate::error::{RunError, SetupClass};
+use crate::error::RunError;
 
 /// How long a stopping pipe may take to let go of its FIFOs before teardown moves
 /// on (its task is then abandoned and the FIFOs removed here).
@@ -165,14 +165,14 @@ pub async fn bring_up(
         .iter()
         .filter(|r| r.spec.mode == InputMode::File && r.channel.is_some())
         .count();
-    // FastFile and Pipe channels read ahead in memory; together they share one
-    // machine-sized budget rather than each taking it whole.
+    // FastFile and Pipe channels read ahead in memory; each takes its share of
+    // its mode's machine-sized default rather than the whole of it.
     let streaming = resolved
         .iter()
         .filter(|r| r.spec.mode != InputMode::File && r.channel.is_some())
         .count()
         .max(1) as u64;
-    let budget = (chute_fastfile::default_max_memory() / streaming).max(MIN_CHANNEL_MEMORY);
+    let budget = |whole: u64| (whole / streaming).max(MIN_CHANNEL_MEMORY);
     let mut downloads = Vec::new();
     for r in resolved {
         let spec = r.spec;
@@ -197,7 +197,7 @@ pub async fn bring_up(
                         *distribution,
                         hosts,
                         layout,
-                        budget,
+                        budget(chute_pipe::default_max_memory()),
                         active.failures_tx.clone(),
                     )
                     .await?;
@@ -205,6 +205,7 @@ pub async fn bring_up(
                 }
                 InputMode::FastFile => {
                     let plan = distribute(channel.plan, *distribution, hosts);
+                    let budget = budget(chute_fastfile::default_max_memory());
                     mount(&spec, channel.client, plan, path, budget, active).await?;
                 }
             },
@@ -213,7 +214,7 @@ pub async fn bring_up(
                     channel: spec.name.clone(),
                     mode: spec.mode,
                     message: "internal error: the channel was not resolved".into(),
-                    class: SetupClass::Local,
+                    class: ErrorClass::Local,
                 })
             }
         }
@@ -230,7 +231,7 @@ fn clear_path(channel: &str, mode: InputMode, path: &Path) -> Result<(), RunErro
         channel: channel.to_owned(),
         mode,
         message,
-        class: SetupClass::Local,
+        class: ErrorClass::Local,
     };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -266,7 +267,7 @@ fn link(channel: &str, target: &Path, path: &Path) -> Result<(), RunError> {
             path.display(),
             target.display()
         ),
-        class: SetupClass::Local,
+        class: ErrorClass::Local,
     })?;
     tracing::info!(
         channel,
@@ -285,7 +286,7 @@ async fn mount(
     budget: u64,
     active: &mut Active,
 ) -> Result<(), RunError> {
-    let setup_err = |message: String, class: SetupClass| RunError::Setup {
+    let setup_err = |message: String, class: ErrorClass| RunError::Setup {
         channel: spec.name.clone(),
         mode: spec.mode,
         message,
@@ -313,7 +314,7 @@ async fn mount(
         std::fs::create_dir(&path).map_err(|e| {
             setup_err(
                 format!("cannot create the mount point {}: {e}", path.display()),
-                SetupClass::Local,
+                ErrorClass::Local,
             )
         })?;
         active.live.push(Live::MountPoint {
@@ -335,14 +336,14 @@ async fn mount(
         chute_fastfile::mount(client, plan, &target, opts, runtime)
     })
     .await
-    .map_err(|e| setup_err(format!("the mount task failed: {e}"), SetupClass::Local))?
+    .map_err(|e| setup_err(format!("the mount task failed: {e}"), ErrorClass::Local))?
     .map_err(|e| {
         setup_err(
             e.to_string(),
             if e.is_usage() {
-                SetupClass::Usage
+                ErrorClass::Usage
             } else {
-                SetupClass::Local
+                ErrorClass::Local
             },
         )
     })?;
@@ -381,13 +382,7 @@ async fn download(
         .map_err(|e| RunError::Setup {
             channel: spec.name.clone(),
             mode: spec.mode,
-            class: if e.is_usage() {
-                SetupClass::Usage
-            } else if e.is_source() {
-                SetupClass::Source
-            } else {
-                SetupClass::Local
-            },
+            class: e.class(),
             message: e.to_string(),
         })?;
     tracing::info!(channel = %spec.name, "{}", summary.one_line());
@@ -418,10 +413,7 @@ async fn start_pipe(
     let opts = chute_pipe::PipeOptions {
         // As in SageMaker: a new FIFO for every epoch the script asks for.
         epochs: None,
-        record_wrapper: match spec.record_wrapper {
-            RecordWrapper::None => chute_pipe::RecordWrapper::None,
-            RecordWrapper::RecordIO => chute_pipe::RecordWrapper::RecordIo,
-        },
+        record_wrapper: spec.record_wrapper,
         shuffle_seed: spec.shuffle_seed,
         gunzip: spec.compression == Compression::Gzip,
         max_memory: budget,
@@ -442,11 +434,7 @@ async fn start_pipe(
     .map_err(|e| RunError::Setup {
         channel: spec.name.clone(),
         mode: spec.mode,
-        class: if e.is_usage() {
-            SetupClass::Usage
-        } else {
-            SetupClass::Local
-        },
+        class: e.class(),
         message: e.to_string(),
     })?;
     tracing::info!(

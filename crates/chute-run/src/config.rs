@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chute_channel::ChannelSource;
+pub use chute_channel::{check_channel_name, MAX_CHANNEL_NAME};
 use chute_plan::{Distribution, S3Url, SourceUri};
 use serde_json::{Map, Value};
 
@@ -20,8 +21,6 @@ use crate::request::JobFlags;
 
 /// The API's limit on channels per job.
 pub const MAX_CHANNELS: usize = 20;
-/// The API's limit on the length of a channel name.
-pub const MAX_CHANNEL_NAME: usize = 64;
 
 /// How a channel is delivered (`InputMode` / `TrainingInputMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,25 +60,8 @@ impl fmt::Display for InputMode {
     }
 }
 
-/// `RecordWrapperType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RecordWrapper {
-    /// Objects as they are.
-    #[default]
-    None,
-    /// Each object wrapped in one RecordIO record (Pipe mode).
-    RecordIO,
-}
-
-impl RecordWrapper {
-    /// The API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordWrapper::None => "None",
-            RecordWrapper::RecordIO => "RecordIO",
-        }
-    }
-}
+/// `RecordWrapperType`: Pipe mode's own.
+pub use chute_pipe::RecordWrapper;
 
 /// `CompressionType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -452,151 +434,24 @@ fn parse_channel(
     default: InputMode,
     origin: Origin,
 ) -> Result<ChannelSpec, ConfigError> {
-    let unnamed = format!("channel #{}", index + 1);
-    let Value::Object(obj) = value else {
-        return Err(ConfigError::Field {
-            channel: unnamed,
-            field: "(channel)".into(),
-            problem: "expected a JSON object with ChannelName and DataSource".into(),
-        });
-    };
-    let name = match obj.get("ChannelName") {
-        None => {
-            return Err(ConfigError::Field {
-                channel: unnamed,
-                field: "ChannelName".into(),
-                problem: "missing: every channel needs a name, e.g. \"ChannelName\": \"train\""
-                    .into(),
-            })
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            return Err(ConfigError::Field {
-                channel: unnamed,
-                field: "ChannelName".into(),
-                problem: "must be a string".into(),
-            })
-        }
-    };
-    if let Err(problem) = check_channel_name(&name) {
-        return Err(ConfigError::Field {
-            channel: unnamed,
-            field: "ChannelName".into(),
-            problem,
-        });
-    }
+    let (obj, name) = channel_name(index, value)?;
     let label = format!("channel '{name}'");
-    let err = |field: &str, problem: String| ConfigError::Field {
+    let err = |(field, problem): (String, String)| ConfigError::Field {
         channel: label.clone(),
-        field: field.to_owned(),
+        field,
         problem,
     };
-    check_fields(obj, CHANNEL_FIELDS, "").map_err(|(f, p)| err(&f, p))?;
-
-    let mode = match opt_str(obj, "InputMode").map_err(|p| err("InputMode", p))? {
-        None => default,
-        Some(m) => InputMode::parse(m).ok_or_else(|| {
-            err(
-                "InputMode",
-                format!("unknown value '{m}': use File, FastFile or Pipe (case-sensitive)"),
-            )
-        })?,
-    };
-    let record_wrapper =
-        match opt_str(obj, "RecordWrapperType").map_err(|p| err("RecordWrapperType", p))? {
-            None | Some("None") => RecordWrapper::None,
-            Some("RecordIO") => RecordWrapper::RecordIO,
-            Some(v) => {
-                return Err(err(
-                    "RecordWrapperType",
-                    format!("unknown value '{v}': use None or RecordIO"),
-                ))
-            }
-        };
-    let compression =
-        match opt_str(obj, "CompressionType").map_err(|p| err("CompressionType", p))? {
-            None | Some("None") => Compression::None,
-            Some("Gzip") => Compression::Gzip,
-            Some(v) => {
-                return Err(err(
-                    "CompressionType",
-                    format!("unknown value '{v}': use None or Gzip"),
-                ))
-            }
-        };
-    let shuffle_seed = match obj.get("ShuffleConfig") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(sc)) => {
-            check_fields(sc, &["Seed"], "ShuffleConfig.").map_err(|(f, p)| err(&f, p))?;
-            Some(parse_seed(sc.get("Seed")).map_err(|p| err("ShuffleConfig.Seed", p))?)
-        }
-        Some(_) => {
-            return Err(err(
-                "ShuffleConfig",
-                "must be an object such as {\"Seed\": 1234}".into(),
-            ))
-        }
-    };
-    let content_type = opt_str(obj, "ContentType")
-        .map_err(|p| err("ContentType", p))?
-        .map(str::to_owned);
-
-    let data = match obj.get("DataSource") {
-        None | Some(Value::Null) => {
-            return Err(err(
-                "DataSource",
-                "missing: give DataSource.S3DataSource {\"S3Uri\": \"s3://bucket/prefix/\"} or \
-                 DataSource.FileSystemDataSource {\"DirectoryPath\": \"/mnt/data\"}"
-                    .into(),
-            ))
-        }
-        Some(Value::Object(ds)) => parse_data_source(ds, origin).map_err(|(f, p)| err(&f, p))?,
-        Some(_) => return Err(err("DataSource", "must be an object".into())),
-    };
-
-    if record_wrapper == RecordWrapper::RecordIO && mode != InputMode::Pipe {
-        return Err(err(
-            "RecordWrapperType",
-            format!(
-                "RecordIO wraps objects for Pipe mode; this channel's InputMode is {mode}: \
-                 set \"InputMode\": \"Pipe\" or leave RecordWrapperType unset"
-            ),
-        ));
-    }
-    if compression == Compression::Gzip && mode != InputMode::Pipe {
-        return Err(err(
-            "CompressionType",
-            format!(
-                "Gzip is decompressed on the way in Pipe mode only; this channel's InputMode \
-                 is {mode}: set \"InputMode\": \"Pipe\" or leave CompressionType unset"
-            ),
-        ));
-    }
-    if let ChannelData::FileSystem { .. } = data {
-        if mode == InputMode::Pipe {
-            return Err(err(
-                "InputMode",
-                "a FileSystemDataSource channel is a directory, not a stream: set \
-                 \"InputMode\": \"File\" on this channel"
-                    .into(),
-            ));
-        }
-        if shuffle_seed.is_some() {
-            return Err(err(
-                "ShuffleConfig",
-                "a FileSystemDataSource channel is used in place and cannot be shuffled: \
-                 remove ShuffleConfig"
-                    .into(),
-            ));
-        }
-    }
-    if shuffle_seed.is_some() && mode != InputMode::Pipe {
-        tracing::warn!(
-            channel = %name,
-            "ShuffleConfig only changes the order of Pipe-mode channels; this {mode} channel is \
-             delivered (and sharded) by key order"
-        );
-    }
+    check_fields(obj, CHANNEL_FIELDS, "").map_err(err)?;
+    let delivery = delivery(obj, default).map_err(err)?;
+    let data = data_source(obj, origin).map_err(err)?;
+    check_combination(&name, &delivery, &data).map_err(err)?;
+    let Delivery {
+        mode,
+        record_wrapper,
+        compression,
+        shuffle_seed,
+        content_type,
+    } = delivery;
     Ok(ChannelSpec {
         name,
         data,
@@ -608,30 +463,158 @@ fn parse_channel(
     })
 }
 
-/// The API rule for channel names: `[A-Za-z0-9.\-_]+`, at most 64 characters.
-pub fn check_channel_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("is empty: name the channel, e.g. \"train\"".into());
-    }
-    if name.len() > MAX_CHANNEL_NAME {
-        return Err(format!(
-            "'{name}' is {} characters long; channel names have at most {MAX_CHANNEL_NAME}",
-            name.len()
+/// The channel's object and its valid `ChannelName`; errors name the channel
+/// by its position.
+fn channel_name(index: usize, value: &Value) -> Result<(&Map<String, Value>, String), ConfigError> {
+    let bad = |field: &str, problem: String| ConfigError::Field {
+        channel: format!("channel #{}", index + 1),
+        field: field.to_owned(),
+        problem,
+    };
+    let Value::Object(obj) = value else {
+        return Err(bad(
+            "(channel)",
+            "expected a JSON object with ChannelName and DataSource".into(),
         ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    };
+    let name = match obj.get("ChannelName") {
+        None => {
+            return Err(bad(
+                "ChannelName",
+                "missing: every channel needs a name, e.g. \"ChannelName\": \"train\"".into(),
+            ))
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("ChannelName", "must be a string".into())),
+    };
+    check_channel_name(&name).map_err(|problem| bad("ChannelName", problem.to_string()))?;
+    Ok((obj, name))
+}
+
+/// How a channel is delivered: everything but its name and data source.
+struct Delivery {
+    mode: InputMode,
+    record_wrapper: RecordWrapper,
+    compression: Compression,
+    shuffle_seed: Option<u64>,
+    content_type: Option<String>,
+}
+
+/// A field at fault and what is wrong with it.
+type FieldProblem = (String, String);
+
+fn field_problem(field: &str) -> impl Fn(String) -> FieldProblem + '_ {
+    move |problem| (field.to_owned(), problem)
+}
+
+/// `InputMode`, `RecordWrapperType`, `CompressionType`, `ShuffleConfig` and
+/// `ContentType`, each checked on its own.
+fn delivery(obj: &Map<String, Value>, default: InputMode) -> Result<Delivery, FieldProblem> {
+    let mode = match opt_str(obj, "InputMode").map_err(field_problem("InputMode"))? {
+        None => default,
+        Some(m) => InputMode::parse(m).ok_or_else(|| {
+            field_problem("InputMode")(format!(
+                "unknown value '{m}': use File, FastFile or Pipe (case-sensitive)"
+            ))
+        })?,
+    };
+    let record_wrapper = match opt_str(obj, "RecordWrapperType")
+        .map_err(field_problem("RecordWrapperType"))?
     {
-        return Err(format!(
-            "'{name}' contains {c:?}; channel names may only use letters, digits, '.', '-' and '_'"
-        ));
+        None => RecordWrapper::None,
+        Some(v) => RecordWrapper::from_api(v).ok_or_else(|| {
+            field_problem("RecordWrapperType")(format!("unknown value '{v}': use None or RecordIO"))
+        })?,
+    };
+    let compression =
+        match opt_str(obj, "CompressionType").map_err(field_problem("CompressionType"))? {
+            None | Some("None") => Compression::None,
+            Some("Gzip") => Compression::Gzip,
+            Some(v) => {
+                return Err(field_problem("CompressionType")(format!(
+                    "unknown value '{v}': use None or Gzip"
+                )))
+            }
+        };
+    let shuffle_seed = match obj.get("ShuffleConfig") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(sc)) => {
+            check_fields(sc, &["Seed"], "ShuffleConfig.")?;
+            Some(parse_seed(sc.get("Seed")).map_err(field_problem("ShuffleConfig.Seed"))?)
+        }
+        Some(_) => {
+            return Err(field_problem("ShuffleConfig")(
+                "must be an object such as {\"Seed\": 1234}".into(),
+            ))
+        }
+    };
+    let content_type = opt_str(obj, "ContentType")
+        .map_err(field_problem("ContentType"))?
+        .map(str::to_owned);
+    Ok(Delivery {
+        mode,
+        record_wrapper,
+        compression,
+        shuffle_seed,
+        content_type,
+    })
+}
+
+/// `DataSource`: S3 or a file system.
+fn data_source(obj: &Map<String, Value>, origin: Origin) -> Result<ChannelData, FieldProblem> {
+    match obj.get("DataSource") {
+        None | Some(Value::Null) => Err(field_problem("DataSource")(
+            "missing: give DataSource.S3DataSource {\"S3Uri\": \"s3://bucket/prefix/\"} or \
+             DataSource.FileSystemDataSource {\"DirectoryPath\": \"/mnt/data\"}"
+                .into(),
+        )),
+        Some(Value::Object(ds)) => parse_data_source(ds, origin),
+        Some(_) => Err(field_problem("DataSource")("must be an object".into())),
     }
-    if name == "." || name == ".." {
-        // Allowed by the pattern, but `<data>/..` would be the input directory itself.
-        return Err(format!(
-            "'{name}' cannot be a directory name under <input-dir>/data: choose another name"
-        ));
+}
+
+/// What the fields allow only together: wrapping and decompression are Pipe
+/// mode's, and a file-system channel is a directory used in place.
+fn check_combination(
+    name: &str,
+    delivery: &Delivery,
+    data: &ChannelData,
+) -> Result<(), FieldProblem> {
+    let mode = delivery.mode;
+    if delivery.record_wrapper == RecordWrapper::RecordIo && mode != InputMode::Pipe {
+        return Err(field_problem("RecordWrapperType")(format!(
+            "RecordIO wraps objects for Pipe mode; this channel's InputMode is {mode}: \
+             set \"InputMode\": \"Pipe\" or leave RecordWrapperType unset"
+        )));
+    }
+    if delivery.compression == Compression::Gzip && mode != InputMode::Pipe {
+        return Err(field_problem("CompressionType")(format!(
+            "Gzip is decompressed on the way in Pipe mode only; this channel's InputMode \
+             is {mode}: set \"InputMode\": \"Pipe\" or leave CompressionType unset"
+        )));
+    }
+    if let ChannelData::FileSystem { .. } = data {
+        if mode == InputMode::Pipe {
+            return Err(field_problem("InputMode")(
+                "a FileSystemDataSource channel is a directory, not a stream: set \
+                 \"InputMode\": \"File\" on this channel"
+                    .into(),
+            ));
+        }
+        if delivery.shuffle_seed.is_some() {
+            return Err(field_problem("ShuffleConfig")(
+                "a FileSystemDataSource channel is used in place and cannot be shuffled: \
+                 remove ShuffleConfig"
+                    .into(),
+            ));
+        }
+    }
+    if delivery.shuffle_seed.is_some() && mode != InputMode::Pipe {
+        tracing::warn!(
+            channel = %name,
+            "ShuffleConfig only changes the order of Pipe-mode channels; this {mode} channel is \
+             delivered (and sharded) by key order"
+        );
     }
     Ok(())
 }
@@ -1071,7 +1054,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.name, "train");
         assert_eq!(c.mode, InputMode::Pipe);
-        assert_eq!(c.record_wrapper, RecordWrapper::RecordIO);
+        assert_eq!(c.record_wrapper, RecordWrapper::RecordIo);
         assert_eq!(c.compression, Compression::Gzip);
         assert_eq!(c.shuffle_seed, Some(u64::MAX));
         assert_eq!(c.distribution(), Distribution::ShardedByS3Key);

@@ -1,19 +1,16 @@
 //! Everything that can stop `chute run` before or around the training command,
 //! and the exit code each one maps to (doc/SEMANTICS.md: 2 bad usage or input, 3 the
-//! data source could not be reached or read).
+//! data source could not be reached or read), through the [`Classify`] every
+//! library error implements.
 
 use std::path::PathBuf;
 
 use chute_channel::ChannelError;
 use chute_plan::HostError;
-use chute_s3::ErrorClass;
+use chute_plan::{Classify, ErrorClass};
 
 use crate::config::{ConfigError, InputMode};
 
-/// Exit code for bad usage or input.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code for a data source that cannot be reached or read.
-pub const EXIT_SOURCE: u8 = 3;
 /// Exit code when the command cannot be found (as shells and Docker report it).
 pub const EXIT_NOT_FOUND: u8 = 127;
 /// Exit code when the command cannot be executed.
@@ -71,7 +68,7 @@ pub enum RunError {
         message: String,
         /// Whether the data source is at fault (exit 3) rather than the input (exit 2)
         /// or the machine (exit 1).
-        class: SetupClass,
+        class: ErrorClass,
     },
     /// The command could not be started.
     #[error("cannot run {program}: {source}")]
@@ -109,60 +106,38 @@ pub enum RunError {
     Interrupted(i32),
 }
 
-/// What a channel setup failure is attributed to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetupClass {
-    /// Bad input: exit 2.
-    Usage,
-    /// The data source: exit 3.
-    Source,
-    /// The machine (no FUSE, disk full, ...): exit 1.
-    Local,
-}
-
-impl RunError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
+impl Classify for RunError {
+    /// A command that cannot be started or a signal is the machine's (their exit
+    /// codes are the shell's: see [`RunError::exit_code`]).
+    fn class(&self) -> ErrorClass {
         match self {
             RunError::Config(_)
             | RunError::Hosts(_)
             | RunError::ResourceConfig { .. }
             | RunError::Layout { .. }
-            | RunError::Usage(_) => EXIT_USAGE,
-            RunError::Resolve { source, .. } => {
-                if source.is_usage() {
-                    EXIT_USAGE
-                } else {
-                    EXIT_SOURCE
-                }
+            | RunError::Usage(_) => ErrorClass::Usage,
+            RunError::Resolve { source, .. } => source.class(),
+            RunError::Setup { class, .. } => *class,
+            RunError::ChannelFailed { .. } => ErrorClass::Source,
+            RunError::Checkpoints(e) | RunError::Upload(e) => e.class(),
+            RunError::Spawn { .. } | RunError::Signals(_) | RunError::Interrupted(_) => {
+                ErrorClass::Local
             }
-            RunError::Setup { class, .. } => match class {
-                SetupClass::Usage => EXIT_USAGE,
-                SetupClass::Source => EXIT_SOURCE,
-                SetupClass::Local => 1,
-            },
-            RunError::Spawn { source, .. } => match source.kind() {
-                std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
-                _ => EXIT_NOT_EXECUTABLE,
-            },
-            RunError::ChannelFailed { .. } => EXIT_SOURCE,
-            RunError::Checkpoints(e) | RunError::Upload(e) => {
-                if e.is_usage() {
-                    EXIT_USAGE
-                } else {
-                    EXIT_SOURCE
-                }
-            }
-            RunError::Signals(_) => 1,
-            RunError::Interrupted(sig) => 128u8.saturating_add(*sig as u8),
         }
     }
 }
 
-/// The exit class of a store error met while bringing a channel up.
-pub fn store_class(class: ErrorClass) -> SetupClass {
-    match class {
-        ErrorClass::Usage => SetupClass::Usage,
-        ErrorClass::Source => SetupClass::Source,
+impl RunError {
+    /// The process exit code for this error: its class's, except for a command
+    /// that cannot be run (127 / 126, as shells report it) and a signal (128 + it).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Spawn { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_NOT_EXECUTABLE,
+            },
+            RunError::Interrupted(sig) => 128u8.saturating_add(*sig as u8),
+            other => other.class().exit_code(),
+        }
     }
 }

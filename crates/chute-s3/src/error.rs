@@ -6,14 +6,7 @@
 
 use std::fmt;
 
-/// What an error means for the caller, used by the binary to pick an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The request or configuration was wrong (bad range, bad endpoint URL).
-    Usage,
-    /// The data source could not be reached or read.
-    Source,
-}
+use chute_plan::{Classify, ErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,14 +83,6 @@ impl StoreError {
         )
     }
 
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            StoreError::InvalidRange { .. } | StoreError::Config(_) => ErrorClass::Usage,
-            StoreError::RetriesExhausted { last, .. } => last.class(),
-            _ => ErrorClass::Source,
-        }
-    }
-
     /// The error at the root of a retry chain.
     pub fn root(&self) -> &StoreError {
         match self {
@@ -119,6 +104,18 @@ impl StoreError {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             detail: detail.to_string(),
+        }
+    }
+}
+
+impl Classify for StoreError {
+    /// A bad range or configuration is the caller's; everything else is the
+    /// source's, including what retries could not fix.
+    fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::InvalidRange { .. } | StoreError::Config(_) => ErrorClass::Usage,
+            StoreError::RetriesExhausted { last, .. } => last.class(),
+            _ => ErrorClass::Source,
         }
     }
 }

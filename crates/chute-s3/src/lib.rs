@@ -26,14 +26,15 @@ mod write;
 
 pub use client::Client;
 pub use config::{AssumeRole, S3Config};
-pub use error::{ErrorClass, StoreError};
+pub use chute_plan::{Classify, ErrorClass};
+pub use error::StoreError;
 pub use express::{is_directory_bucket, listing_prefix};
 pub use list::ListOptions;
 pub use local::LocalStore;
 pub use read::ReadStream;
 pub use retry::{ReadLimits, RetryPolicy};
 pub use s3::S3Store;
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{RetryCause, Stats, StatsSnapshot};
 pub use sts::parse_session_tag;
 pub use store::{GetResponse, ListPage, ObjectMeta, ObjectStore, MAX_OBJECT_SIZE};
 pub use write::{Completion, ObjectWrite, UploadedPart, Writer};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use chute_s3::{ErrorClass, StoreError};
+use chute_s3::{Classify, ErrorClass, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -48,16 +48,22 @@ pub enum UploadError {
     Internal(String),
 }
 
-impl UploadError {
-    /// Whether the fault is in what the user wrote (exit 2) rather than in
-    /// reaching the store or reading the files (exit 3).
-    pub fn is_usage(&self) -> bool {
+impl Classify for UploadError {
+    /// A destination URI is what the user wrote; the rest (the store, the files
+    /// to send, a worker) counts as the source of the job's data, exit 3.
+    fn class(&self) -> ErrorClass {
         match self {
-            UploadError::BadUri { .. } => true,
-            UploadError::Store { source, .. } => source.class() == ErrorClass::Usage,
-            _ => false,
+            UploadError::BadUri { .. } => ErrorClass::Usage,
+            UploadError::Store { source, .. } => match source.class() {
+                ErrorClass::Usage => ErrorClass::Usage,
+                _ => ErrorClass::Source,
+            },
+            _ => ErrorClass::Source,
         }
     }
+}
+
+impl UploadError {
 
     pub(crate) fn store(uri: &str, source: StoreError) -> Self {
         UploadError::Store {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
+use chute_s3::Classify;
 use chute_upload::{upload_outputs, Compression, OutputConfig, UploadError, UploadOptions};
 use common::*;
 
