@@ -1,11 +1,14 @@
 //! Shared pieces of the end-to-end tests: the `chute` binary run as a user runs
-//! it, and a `chute serve` child process over a temporary directory.
+//! it, and a `chute serve` child process over the testkit's temporary bucket
+//! directory.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+
+use chute_testkit::harness::{write_atomic, BucketDir};
 
 pub const ACCESS_KEY: &str = "e2e-access-key";
 pub const SECRET_KEY: &str = "e2e-secret-key-do-not-print";
@@ -76,8 +79,7 @@ pub struct Serve {
 
 impl Serve {
     pub fn start() -> Serve {
-        let root = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(root.path().join(BUCKET)).expect("bucket");
+        let BucketDir { root, .. } = BucketDir::new(BUCKET);
         let mut child = chute()
             .args(["serve"])
             .arg(root.path())
@@ -117,7 +119,7 @@ impl Serve {
     }
 
     pub fn put(&self, key: &str, data: &[u8]) {
-        write_file(&self.path_of(key), data);
+        write_atomic(&self.path_of(key), data);
     }
 
     /// `chute` with `--endpoint-url` pointing here, for the subcommand `sub`.
@@ -147,10 +149,9 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
     }
 }
 
-pub fn write_file(path: &Path, data: &[u8]) {
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, data).expect("write");
-}
+/// Writes a file (atomically), making its parents.
+#[allow(unused_imports)]
+pub use chute_testkit::harness::write_atomic as write_file;
 
 // Not every test file uses both.
 #[allow(unused_imports)]
