@@ -40,6 +40,12 @@ pub enum StoreFault {
     CutBody { after_bytes: u64 },
     /// Forward the request after waiting `duration`.
     Delay { duration: Duration },
+    /// Forward a GET and wait `pause` before each piece of its body: a body
+    /// that crawls, so a transfer can be caught (or dropped) part way.
+    SlowBody { pause: Duration },
+    /// Forward a GET with the first byte of its body XORed with `xor`: bytes
+    /// damaged in transit, which only a checksum can tell.
+    Corrupt { xor: u8 },
     /// The object is now another version with this ETag (the bytes stay the
     /// same, as if rewritten): a GET pinned with `If-Match` to the old ETag
     /// fails with `Changed`, an unpinned one is answered with the new ETag,
@@ -118,7 +124,11 @@ pub struct FaultStore<S> {
     inner: Arc<S>,
     rules: Mutex<Vec<StoreRule>>,
     fired: AtomicU64,
+    on_get: Option<Hook>,
 }
+
+/// Runs with the key before each GET is answered.
+type Hook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl<S: ObjectStore> FaultStore<S> {
     pub fn new(inner: Arc<S>) -> FaultStore<S> {
@@ -126,7 +136,15 @@ impl<S: ObjectStore> FaultStore<S> {
             inner,
             rules: Mutex::new(Vec::new()),
             fired: AtomicU64::new(0),
+            on_get: None,
         }
+    }
+
+    /// Runs `hook` with the key before every GET is answered (faulted or not):
+    /// something else happening while a transfer runs.
+    pub fn on_get(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> FaultStore<S> {
+        self.on_get = Some(Box::new(hook));
+        self
     }
 
     pub fn inner(&self) -> &Arc<S> {
@@ -233,7 +251,12 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
                 meta.etag = Some(etag);
                 Ok(meta)
             }
-            Some(StoreFault::CutBody { .. }) | None => self.inner.head(bucket, key).await,
+            Some(
+                StoreFault::CutBody { .. }
+                | StoreFault::SlowBody { .. }
+                | StoreFault::Corrupt { .. },
+            )
+            | None => self.inner.head(bucket, key).await,
         }
     }
 
@@ -244,6 +267,9 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> Result<GetResponse, StoreError> {
+        if let Some(hook) = &self.on_get {
+            hook(key);
+        }
         match self.claim(Op::Get, key) {
             None => self.inner.get_range(bucket, key, range, if_match).await,
             Some(StoreFault::Retryable) => Err(retryable(bucket, key)),
@@ -251,6 +277,35 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
             Some(StoreFault::Delay { duration }) => {
                 tokio::time::sleep(duration).await;
                 self.inner.get_range(bucket, key, range, if_match).await
+            }
+            Some(StoreFault::SlowBody { pause }) => {
+                let resp = self.inner.get_range(bucket, key, range, if_match).await?;
+                let body = resp
+                    .body
+                    .then(move |chunk| async move {
+                        tokio::time::sleep(pause).await;
+                        chunk
+                    })
+                    .boxed();
+                Ok(GetResponse { body, ..resp })
+            }
+            Some(StoreFault::Corrupt { xor }) => {
+                let resp = self.inner.get_range(bucket, key, range, if_match).await?;
+                let mut first = true;
+                let body = resp
+                    .body
+                    .map(move |chunk| {
+                        let chunk = chunk?;
+                        if !first || chunk.is_empty() {
+                            return Ok(chunk);
+                        }
+                        first = false;
+                        let mut damaged = chunk.to_vec();
+                        damaged[0] ^= xor;
+                        Ok(bytes::Bytes::from(damaged))
+                    })
+                    .boxed();
+                Ok(GetResponse { body, ..resp })
             }
             Some(StoreFault::CutBody { after_bytes }) => {
                 let resp = self.inner.get_range(bucket, key, range, if_match).await?;

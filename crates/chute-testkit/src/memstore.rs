@@ -4,8 +4,8 @@
 //! It answers the way S3 does where chute relies on it: keys list in bytewise
 //! order, a delimiter rolls keys up into common prefixes, pages end after
 //! `page_size` entries with an opaque continuation token, a ranged GET outside
-//! the object is refused, and `If-Match` with another version fails as
-//! `Changed`. ETags are the quoted MD5 of the bytes, as S3 gives for a
+//! the object is refused, and `If-Match` with another version (quotes or
+//! not) fails as `Changed`. ETags are the quoted MD5 of the bytes, as S3 gives for a
 //! single-part upload, so a replaced object gets a new ETag exactly when its
 //! bytes change. Every request is counted by kind, and every GET's range is
 //! recorded, so a test can check how many and how large the reads were.
@@ -326,7 +326,7 @@ impl ObjectStore for MemStore {
             find(&contents, bucket, key)?.clone()
         };
         if let Some(want) = if_match {
-            if want != object.etag {
+            if !same_etag(want, &object.etag) {
                 return Err(StoreError::Changed {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
@@ -364,6 +364,13 @@ impl ObjectStore for MemStore {
     fn describe(&self) -> String {
         "memory".to_owned()
     }
+}
+
+/// Entity tags compared as S3 compares an `If-Match`: with or without their
+/// quotes (and a weak `W/` prefix).
+fn same_etag(a: &str, b: &str) -> bool {
+    let bare = |s: &str| s.trim_start_matches("W/").trim_matches('"').to_owned();
+    bare(a) == bare(b)
 }
 
 fn find<'a>(contents: &'a Contents, bucket: &str, key: &str) -> Result<&'a Object, StoreError> {

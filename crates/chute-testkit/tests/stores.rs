@@ -397,3 +397,43 @@ async fn list_faults_are_retried_by_the_client() {
     let err = client.list_serial(B, "").await.unwrap_err();
     assert!(matches!(err, StoreError::AccessDenied { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn bodies_can_be_corrupted_or_slowed_and_gets_hooked() {
+    let mem = Arc::new(MemStore::new().with_chunk_size(1000));
+    let data = pattern(5000, 11);
+    mem.put(B, "k", data.clone());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let faults = FaultStore::new(mem.clone()).on_get(move |key| {
+        log.lock().expect("hook log").push(key.to_owned());
+    });
+    faults.push(StoreRule::get("k", StoreFault::Corrupt { xor: 0x40 }));
+    let damaged = body(&faults, "k", 100..5000).await;
+    assert_eq!(damaged.len(), 4900);
+    assert_eq!(damaged[0], data[100] ^ 0x40, "the first byte is damaged");
+    assert_eq!(damaged[1..], data[101..], "and only that one");
+    assert_eq!(
+        body(&faults, "k", 0..5000).await,
+        data,
+        "the rule fired once"
+    );
+
+    let pause = Duration::from_millis(20);
+    faults.push(StoreRule::get("k", StoreFault::SlowBody { pause }));
+    let start = std::time::Instant::now();
+    assert_eq!(body(&faults, "k", 0..5000).await, data);
+    // Five pieces, each after its pause; a sleep is never shorter than asked.
+    assert!(start.elapsed() >= pause * 5);
+    assert_eq!(*seen.lock().expect("hook log"), ["k", "k", "k"]);
+}
+
+#[tokio::test]
+async fn if_match_accepts_the_etag_with_or_without_quotes() {
+    let store = MemStore::new();
+    let etag = store.put(B, "k", b"abc".to_vec());
+    let bare = etag.trim_matches('"');
+    assert!(store.get_range(B, "k", 0..3, Some(bare)).await.is_ok());
+    assert!(store.get_range(B, "k", 0..3, Some(&etag)).await.is_ok());
+    assert!(store.get_range(B, "k", 0..3, Some("abc")).await.is_err());
+}
