@@ -50,6 +50,7 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<ErrorClass> {
         DistributionError,
         ShardError,
         ChannelError,
+        chute_channel::hosts::HostsError,
         StoreError,
         DownloadError,
         PipeError,

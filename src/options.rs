@@ -1,14 +1,35 @@
-//! From command-line arguments to a resolved channel plan for this host, and the
-//! one parser and range check every size option goes through.
+//! From command-line arguments to this host's channel request, and the one
+//! parser and range check every size option goes through.
 
-use anyhow::Context;
-use chute_channel::{ChannelSource, SourceOptions};
-use chute_plan::{discover_job_hosts, Distribution, JobHosts, SourceUri};
+use std::path::Path;
+
+use chute_channel::hosts::HostsError;
+use chute_channel::{ChannelRequest, ChannelSource, SourceOptions};
+use chute_plan::{discover_hosts, Distribution, Hosts, SourceUri};
 
 use crate::cli::SourceArgs;
 use crate::exit::UsageError;
 
+/// Where SageMaker puts the job's hosts; read when it exists.
 const DEFAULT_RESOURCE_CONFIG: &str = "/opt/ml/input/config/resourceconfig.json";
+
+/// The channel request of a command's SOURCE and source flags; `name` is the
+/// channel's, when the command has one.
+pub fn channel_request(
+    source: Option<&str>,
+    args: &SourceArgs,
+    name: Option<&str>,
+) -> anyhow::Result<ChannelRequest> {
+    let source = channel_source(source, args)?;
+    let (distribution, hosts) = distribution(args)?;
+    Ok(ChannelRequest {
+        name: name.map(str::to_owned),
+        source,
+        options: source_options(args),
+        distribution,
+        hosts,
+    })
+}
 
 pub fn source_options(args: &SourceArgs) -> SourceOptions {
     SourceOptions {
@@ -39,8 +60,9 @@ pub fn channel_source(source: Option<&str>, args: &SourceArgs) -> anyhow::Result
     }
 }
 
-/// How the channel is distributed and, when sharded, which host this is.
-pub fn distribution(args: &SourceArgs) -> anyhow::Result<(Distribution, JobHosts)> {
+/// How the channel is distributed and, when sharded, which host this is (host
+/// discovery as `chute run` does it, with SageMaker's resource config path).
+pub fn distribution(args: &SourceArgs) -> anyhow::Result<(Distribution, Hosts)> {
     let distribution = match &args.distribution {
         Some(d) => d.parse::<Distribution>()?,
         None if args.hosts.shard_count.is_some() => Distribution::ShardedByS3Key,
@@ -50,20 +72,26 @@ pub fn distribution(args: &SourceArgs) -> anyhow::Result<(Distribution, JobHosts
     if distribution == Distribution::FullyReplicated && flags.is_none() {
         // Host discovery only decides shards; a replicated channel needs none, and
         // must not fail on a half-configured environment it does not use.
-        return Ok((distribution, discover_job_hosts(None, None, &|_| None)?));
+        return Ok((distribution, discover_hosts(None, None, &|_| None)?));
     }
-    let resource_config = match &args.hosts.resource_config {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --resource-config {}", path.display()))
-                .map_err(|e| UsageError(format!("{e:#}")))?,
-        ),
-        None => std::fs::read_to_string(DEFAULT_RESOURCE_CONFIG).ok(),
-    };
-    let hosts = discover_job_hosts(flags, resource_config.as_deref(), &|name| {
-        std::env::var(name).ok()
+    let found = chute_channel::hosts::find(
+        flags,
+        args.hosts.resource_config.as_deref(),
+        Path::new(DEFAULT_RESOURCE_CONFIG),
+        true,
+        &|name| std::env::var(name).ok(),
+    )
+    .map_err(|e| -> anyhow::Error {
+        match e {
+            HostsError::ReadResourceConfig { path, source } => UsageError(format!(
+                "cannot read --resource-config {}: {source}",
+                path.display()
+            ))
+            .into(),
+            other => other.into(),
+        }
     })?;
-    Ok((distribution, hosts))
+    Ok((distribution, found.hosts))
 }
 
 const KIB: u64 = 1 << 10;

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chute_channel::{distribute, resolve};
+use chute_channel::open;
 use chute_download::{download, DownloadError, DownloadOptions};
 
 use crate::cli::DownloadArgs;
 use crate::exit::UsageError;
-use crate::options::{channel_source, distribution, source_options};
+use crate::options::channel_request;
 
 /// Exit code after SIGINT/SIGTERM, as shells report a death by SIGINT.
 const INTERRUPTED: u8 = 130;
@@ -32,10 +32,8 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
             UsageError("--part-size-mib and --concurrency must be at least 1".into()).into(),
         );
     }
-    let source = channel_source(source, &args.src)?;
-    let (dist, hosts) = distribution(&args.src)?;
-    let channel = resolve(&source, &source_options(&args.src)).await?;
-    let plan = distribute(channel.plan, dist, &hosts);
+    let channel = open(channel_request(source, &args.src, None)?).await?;
+    let (client, plan) = channel.into_host_plan();
     let opts = DownloadOptions {
         concurrency: args.concurrency,
         part_size: args.part_size_mib << 20,
@@ -48,7 +46,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
         ..DownloadOptions::default()
     };
     let result = tokio::select! {
-        r = download(&channel.client, &plan, &dest, &opts) => r,
+        r = download(&client, &plan, &dest, &opts) => r,
         _ = super::shutdown_signal() => {
             // Dropping the download aborts its transfers and removes its
             // temporary files; completed files and the resume state stay.

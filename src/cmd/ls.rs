@@ -4,22 +4,17 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use chute_channel::{distribute, resolve};
+use chute_channel::open;
 use chute_plan::Plan;
 
 use crate::cli::LsArgs;
-use crate::options::{channel_source, distribution, source_options};
+use crate::options::channel_request;
 
 pub async fn run(args: LsArgs) -> anyhow::Result<ExitCode> {
-    let source = channel_source(args.source.as_deref(), &args.src)?;
-    let (dist, hosts) = distribution(&args.src)?;
-    let opts = source_options(&args.src);
-    let channel = resolve(&source, &opts).await?;
+    let channel = open(channel_request(args.source.as_deref(), &args.src, None)?).await?;
     let total = channel.plan.objects.len();
-    for s in &channel.plan.skipped {
-        tracing::warn!(key = %s.key, "skipped key: {}", s.reason);
-    }
-    let plan = distribute(channel.plan, dist, &hosts);
+    let hosts = channel.hosts.clone();
+    let (_, plan) = channel.into_host_plan();
     print_plan(&plan)?;
     let shard_note = if plan.objects.len() == total {
         String::new()
@@ -27,7 +22,7 @@ pub async fn run(args: LsArgs) -> anyhow::Result<ExitCode> {
         format!(
             " (shard {} of {} by {}: {} of {} objects)",
             hosts.index,
-            hosts.count(),
+            hosts.hosts.len(),
             hosts.source,
             plan.objects.len(),
             total

@@ -14,25 +14,21 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use chute_channel::{resolve, Channel};
+use chute_channel::{open, HostChannel};
 use chute_pipe::{run_pipe, CancellationToken, PipeOptions, PipeSource, PipeSummary};
-use chute_plan::Distribution;
 
 use crate::cli::PipeArgs;
-use crate::options::{channel_source, distribution, source_options};
+use crate::options::channel_request;
 
 pub async fn run(args: PipeArgs) -> anyhow::Result<ExitCode> {
-    let source = channel_source(args.source.as_deref(), &args.src)?;
-    let (dist, hosts) = distribution(&args.src)?;
-    let channel = resolve(&source, &source_options(&args.src)).await?;
-    for s in &channel.plan.skipped {
-        tracing::warn!(key = %s.key, "skipped key: {}", s.reason);
-    }
-    let shard = (dist == Distribution::ShardedByS3Key).then(|| hosts.shard());
-    let Channel {
+    let request = channel_request(args.source.as_deref(), &args.src, Some(&args.channel))?;
+    let channel = open(request).await?;
+    let shard = channel.shard();
+    let HostChannel {
         client,
         plan,
         records,
+        ..
     } = channel;
     let pipe_source = match records {
         Some(records) => PipeSource::Augmented { records },

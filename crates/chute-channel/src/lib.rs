@@ -3,9 +3,15 @@
 //! the data and the [`Plan`] of objects this host gets.
 //!
 //! This is the one place where the S3 layer and the pure planning logic meet; the
-//! modes take its output and never list or parse manifests themselves.
+//! modes take its output and never list or parse manifests themselves. Its front
+//! door is [`open`]: a [`ChannelRequest`] in, this host's [`HostChannel`] out. It
+//! also owns the rules every mode shares about channels: their names
+//! ([`check_channel_name`]) and which host this is ([`hosts`]).
 
+pub mod hosts;
 mod name;
+mod request;
+mod slurm;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,13 +23,14 @@ use chute_plan::{
     S3Url, Shard, Skipped, SourceUri, UriError,
 };
 use chute_s3::{
-    Classify, Client, ErrorClass, ListOptions, LocalStore, ObjectStore, ReadLimits, ReadStream, RetryPolicy,
-    S3Config, S3Store, StoreError,
+    Classify, Client, ErrorClass, ListOptions, LocalStore, ObjectStore, ReadLimits, ReadStream,
+    RetryPolicy, S3Config, S3Store, StoreError,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncReadExt;
 
 pub use name::{check_channel_name, ChannelNameError, MAX_CHANNEL_NAME};
+pub use request::{open, ChannelRequest, HostChannel};
 
 /// HEAD requests in flight while sizing the objects a manifest names.
 const HEAD_CONCURRENCY: usize = 64;

@@ -21,7 +21,9 @@ pub enum ChannelNameError {
         len: usize,
     },
     /// A character outside `[A-Za-z0-9.\-_]`.
-    #[error("'{name}' contains {found:?}; channel names may only use letters, digits, '.', '-' and '_'")]
+    #[error(
+        "'{name}' contains {found:?}; channel names may only use letters, digits, '.', '-' and '_'"
+    )]
     BadCharacter {
         /// The name given.
         name: String,

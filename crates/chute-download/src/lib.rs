@@ -242,10 +242,10 @@ pub async fn download(
 }
 
 /// The plan's objects as jobs and its directories, each at a safe path under
-/// DEST; what cannot have one is warned about and counted as skipped.
+/// DEST; what cannot have one is counted as skipped (and warned about, unless
+/// planning skipped it: `chute_channel::open` reported those).
 fn jobs_of(plan: &Plan, summary: &mut DownloadSummary) -> (Vec<Job>, Vec<PathBuf>) {
     for s in &plan.skipped {
-        tracing::warn!(key = %s.key, "skipped key: {}", s.reason);
         if is_unsafe(&s.reason) {
             summary.skipped_unsafe += 1;
         } else {

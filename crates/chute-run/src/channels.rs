@@ -25,8 +25,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chute_channel::{distribute, resolve, Channel, ChannelSource, SourceOptions};
-use chute_plan::{Classify, Distribution, ErrorClass, Hosts};
+use chute_channel::{open, ChannelRequest, ChannelSource, HostChannel, SourceOptions};
+use chute_plan::{Classify, ErrorClass, Hosts};
 use futures::future::{join_all, try_join_all};
 
 use crate::config::{ChannelData, ChannelSpec, Compression, InputMode};
@@ -44,29 +44,37 @@ const MIN_CHANNEL_MEMORY: u64 = 64 << 20;
 pub struct Resolved {
     /// The channel as configured.
     pub spec: ChannelSpec,
-    /// Client and (unsharded) plan; `None` for file-system channels.
-    pub channel: Option<Channel>,
+    /// Client, (unsharded) plan and this host's place; `None` for file-system
+    /// channels.
+    pub channel: Option<HostChannel>,
 }
 
 /// Lists (or reads the manifests of) every S3 channel, all at once. The first
 /// failure in channel order is returned, naming its channel.
 pub async fn resolve_all(
     specs: &[ChannelSpec],
+    hosts: &Hosts,
     opts: &SourceOptions,
 ) -> Result<Vec<Resolved>, RunError> {
     let results = join_all(specs.iter().map(|spec| async move {
         let channel = match &spec.data {
-            ChannelData::S3 { source, .. } => {
+            ChannelData::S3 {
+                source,
+                distribution,
+                ..
+            } => {
                 let t = Instant::now();
-                let channel = resolve(source, opts)
-                    .await
-                    .map_err(|source| RunError::Resolve {
-                        channel: spec.name.clone(),
-                        source: Box::new(source),
-                    })?;
-                for s in &channel.plan.skipped {
-                    tracing::warn!(channel = %spec.name, key = %s.key, "skipped key: {}", s.reason);
-                }
+                let request = ChannelRequest {
+                    name: Some(spec.name.clone()),
+                    source: source.clone(),
+                    options: opts.clone(),
+                    distribution: *distribution,
+                    hosts: hosts.clone(),
+                };
+                let channel = open(request).await.map_err(|source| RunError::Resolve {
+                    channel: spec.name.clone(),
+                    source: Box::new(source),
+                })?;
                 tracing::info!(
                     channel = %spec.name,
                     "{}: {} objects, {} bytes, listed in {:.2}s",
@@ -157,7 +165,6 @@ enum Live {
 /// as soon as it exists, so an interrupted setup can still be torn down.
 pub async fn bring_up(
     resolved: Vec<Resolved>,
-    hosts: &Hosts,
     layout: &Layout,
     active: &mut Active,
 ) -> Result<(), RunError> {
@@ -185,28 +192,21 @@ pub async fn bring_up(
                     path,
                 });
             }
-            (ChannelData::S3 { distribution, .. }, Some(channel)) => match spec.mode {
+            (ChannelData::S3 { .. }, Some(channel)) => match spec.mode {
                 InputMode::File => {
-                    let plan = distribute(channel.plan, *distribution, hosts);
-                    downloads.push(download(spec, channel.client, plan, path, file_channels));
+                    let (client, plan) = channel.into_host_plan();
+                    downloads.push(download(spec, client, plan, path, file_channels));
                 }
                 InputMode::Pipe => {
-                    let live = start_pipe(
-                        &spec,
-                        channel,
-                        *distribution,
-                        hosts,
-                        layout,
-                        budget(chute_pipe::default_max_memory()),
-                        active.failures_tx.clone(),
-                    )
-                    .await?;
+                    let budget = budget(chute_pipe::default_max_memory());
+                    let failures = active.failures_tx.clone();
+                    let live = start_pipe(&spec, channel, layout, budget, failures).await?;
                     active.live.push(live);
                 }
                 InputMode::FastFile => {
-                    let plan = distribute(channel.plan, *distribution, hosts);
+                    let (client, plan) = channel.into_host_plan();
                     let budget = budget(chute_fastfile::default_max_memory());
-                    mount(&spec, channel.client, plan, path, budget, active).await?;
+                    mount(&spec, client, plan, path, budget, active).await?;
                 }
             },
             (ChannelData::S3 { .. }, None) => {
@@ -391,9 +391,7 @@ async fn download(
 
 async fn start_pipe(
     spec: &ChannelSpec,
-    channel: Channel,
-    distribution: Distribution,
-    hosts: &Hosts,
+    channel: HostChannel,
     layout: &Layout,
     budget: u64,
     failures: tokio::sync::mpsc::UnboundedSender<ChannelFailure>,
@@ -402,13 +400,10 @@ async fn start_pipe(
     // somewhere stale, and FIFOs left by a killed run would have no writer.
     clear_path(&spec.name, spec.mode, &layout.channel_dir(&spec.name)).ok();
     remove_fifos(&spec.name, &layout.data_dir);
+    let shard = channel.shard();
     let source = match channel.records {
         Some(records) => chute_pipe::PipeSource::Augmented { records },
         None => chute_pipe::PipeSource::Objects(channel.plan),
-    };
-    let shard = match distribution {
-        Distribution::ShardedByS3Key => Some(hosts.shard()),
-        Distribution::FullyReplicated => None,
     };
     let opts = chute_pipe::PipeOptions {
         // As in SageMaker: a new FIFO for every epoch the script asks for.

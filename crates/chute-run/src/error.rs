@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use chute_channel::ChannelError;
-use chute_plan::HostError;
+use chute_channel::hosts::HostsError;
 use chute_plan::{Classify, ErrorClass};
 
 use crate::config::{ConfigError, InputMode};
@@ -24,7 +24,7 @@ pub enum RunError {
     Config(#[from] ConfigError),
     /// The host list could not be determined.
     #[error("{0}")]
-    Hosts(#[from] HostError),
+    Hosts(#[from] HostsError),
     /// `--resource-config` cannot be read.
     #[error("cannot read --resource-config {path}: {source}; check the path")]
     ResourceConfig {

@@ -30,7 +30,6 @@ pub mod hosts;
 pub mod outputs;
 pub mod pyjson;
 pub mod request;
-pub mod slurm;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -253,8 +252,8 @@ pub async fn prepare_job(opts: &RunOptions, active: &mut Active) -> Result<Prepa
     }
     let env = command_env(&layout, &job, &files)?;
 
-    let resolved = channels::resolve_all(&job.channels, &opts.source).await?;
-    channels::bring_up(resolved, &found.hosts, &layout, active).await?;
+    let resolved = channels::resolve_all(&job.channels, &found.hosts, &opts.source).await?;
+    channels::bring_up(resolved, &layout, active).await?;
     Ok(Prepared {
         env,
         job,
