@@ -188,7 +188,7 @@ impl Stop {
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    "exists and is not a FIFO; remove it or choose another --dir/--channel",
+                    "exists and is not a FIFO; remove it or choose another directory or channel name",
                 ))
             }
             Err(Errno::ENOENT) => {}

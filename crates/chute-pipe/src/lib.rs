@@ -300,8 +300,8 @@ pub enum PipeError {
     },
 
     #[error(
-        "epoch {epoch}: {label} is not valid gzip, but --gunzip (CompressionType Gzip) is set \
-         ({records_written} records were delivered before it): {source}"
+        "epoch {epoch}: {label} is not valid gzip, but the channel is to be decompressed \
+         (CompressionType Gzip; {records_written} records were delivered before it): {source}"
     )]
     Gunzip {
         epoch: u64,

@@ -379,14 +379,19 @@ async fn download(
     };
     let summary = chute_download::download(&client, &plan, &dest, &opts)
         .await
-        .map_err(|e| RunError::Setup {
-            channel: spec.name.clone(),
-            mode: spec.mode,
-            class: e.class(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| setup_failed(&spec, &e))?;
     tracing::info!(channel = %spec.name, "{}", summary.one_line());
     Ok(())
+}
+
+/// A channel its mode could not bring up, classed by the mode's error.
+fn setup_failed(spec: &ChannelSpec, e: &(impl Classify + std::fmt::Display)) -> RunError {
+    RunError::Setup {
+        channel: spec.name.clone(),
+        mode: spec.mode,
+        class: e.class(),
+        message: e.to_string(),
+    }
 }
 
 async fn start_pipe(
@@ -426,12 +431,7 @@ async fn start_pipe(
         cancel.clone(),
     )
     .await
-    .map_err(|e| RunError::Setup {
-        channel: spec.name.clone(),
-        mode: spec.mode,
-        class: e.class(),
-        message: e.to_string(),
-    })?;
+    .map_err(|e| setup_failed(spec, &e))?;
     tracing::info!(
         channel = %spec.name,
         "serving {}_0, {}_1, ... in {}",
