@@ -92,23 +92,41 @@ pub struct DownloadOptions {
     pub resume: bool,
     /// Where the resume state lives; `None` = `<parent of DEST>/.<name>.chute-state`.
     pub state_file: Option<PathBuf>,
-    /// Bytes gathered from the network before each write to disk. Default
-    /// 256 KiB: small enough that the bytes are still in the CPU cache when
-    /// they are copied into the page cache (1 MiB batches measured 2-3 times
-    /// the system CPU time).
-    pub write_buffer: usize,
     /// Objects up to this size are held whole in memory, checked, and written
     /// and renamed with one file-system job. Default 1 MiB.
     pub small_object: u64,
+    /// Bytes gathered from the network before each write to disk. Default
+    /// 256 KiB: small enough that the bytes are still in the CPU cache when
+    /// they are copied into the page cache (doc/BENCHMARKING.md). Only with
+    /// the `tuning` feature (benchmarks and tests).
+    #[cfg(feature = "tuning")]
+    pub write_buffer: usize,
     /// Reserve each multi-write file's full size (`fallocate`) before writing,
-    /// so a full disk is found before its bytes are fetched.
+    /// so a full disk is found before its bytes are fetched. Only with the
+    /// `tuning` feature; always on otherwise.
+    #[cfg(feature = "tuning")]
     pub preallocate: bool,
     /// Write streamed batches right on the async workers while the page cache
     /// takes them at memory speed, instead of handing each to the blocking
-    /// pool. Default on: the hand-off cost a fifth of a large download's CPU
-    /// (see `transfer::StreamWriter`); a few slow writes turn it off by
-    /// themselves for the rest of the download.
+    /// pool (see `transfer::StreamWriter`); a few slow writes turn it off by
+    /// themselves for the rest of the download. Only with the `tuning`
+    /// feature; always on otherwise.
+    #[cfg(feature = "tuning")]
     pub write_on_workers: bool,
+}
+
+/// [`DownloadOptions::write_buffer`]'s default.
+const WRITE_BUFFER: usize = 256 << 10;
+
+impl DownloadOptions {
+    /// The write path's knobs: (write buffer, preallocate, write on workers);
+    /// fixed at their defaults unless the `tuning` feature exposes them.
+    fn write_path(&self) -> (usize, bool, bool) {
+        #[cfg(feature = "tuning")]
+        return (self.write_buffer, self.preallocate, self.write_on_workers);
+        #[cfg(not(feature = "tuning"))]
+        (WRITE_BUFFER, true, true)
+    }
 }
 
 impl Default for DownloadOptions {
@@ -122,9 +140,12 @@ impl Default for DownloadOptions {
             verify_md5: true,
             resume: true,
             state_file: None,
-            write_buffer: 256 << 10,
             small_object: 1 << 20,
+            #[cfg(feature = "tuning")]
+            write_buffer: WRITE_BUFFER,
+            #[cfg(feature = "tuning")]
             preallocate: true,
+            #[cfg(feature = "tuning")]
             write_on_workers: true,
         }
     }

@@ -116,13 +116,14 @@ pub(crate) struct Adaptive {
 
 impl From<&DownloadOptions> for Settings {
     fn from(opts: &DownloadOptions) -> Settings {
+        let (write_buffer, preallocate, write_on_workers) = opts.write_path();
         Settings {
             part_size: opts.part_size.max(64 << 10),
-            write_buffer: opts.write_buffer.max(4096),
+            write_buffer: write_buffer.max(4096),
             in_memory_max: opts.small_object,
             fsync: opts.fsync,
-            preallocate: opts.preallocate,
-            write_on_workers: opts.write_on_workers,
+            preallocate,
+            write_on_workers,
         }
     }
 }
