@@ -404,6 +404,9 @@ pub async fn run(args: &ShuffleArgs) -> anyhow::Result<()> {
         if drops { " + 1 after a page-cache drop" } else { "" },
         chute.display()
     );
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average before the run: {}", load.trim());
+    }
     if !drops {
         println!("note: cannot write /proc/sys/vm/drop_caches (not root): no cache drops, no after-drop epoch");
     }
@@ -479,12 +482,12 @@ pub async fn run(args: &ShuffleArgs) -> anyhow::Result<()> {
     let mut mount_args: Vec<String> = endpoint_flags(args);
     mount_args.extend(args.mount_args.iter().cloned());
     println!(
-        "chute mount {}{}",
+        "FastFile: chute mount {uri} MOUNTPOINT {}{}",
         mount_args.join(" "),
         if has_disk_cache(&chute) {
-            " (disk cache in a new directory of the work directory)"
+            "--cache-dir <new directory in the work directory>"
         } else {
-            " (this chute has no disk cache)"
+            "(this chute has no disk cache)"
         }
     );
     let m = {
