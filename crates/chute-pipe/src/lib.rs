@@ -345,7 +345,6 @@ impl Classify for PipeError {
 }
 
 impl PipeError {
-
     /// The item that failed (`s3://bucket/key`, or `line N attribute A` of an
     /// augmented manifest), when one is to blame.
     pub fn object(&self) -> Option<&str> {
@@ -513,21 +512,7 @@ async fn start_with_limit(
             task: tokio::spawn(async { Ok(PipeSummary::default()) }),
         });
     }
-    std::fs::create_dir_all(dir).map_err(|source| PipeError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let stop = Stop::new(dir).map_err(|source| PipeError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let first = fifo_path(dir, channel, 0);
-    stop.create(&first, opts.fifo_mode)
-        .map_err(|source| PipeError::Fifo {
-            path: first.clone(),
-            source,
-        })?;
-
+    let (stop, first) = first_fifo(dir, channel, opts.fifo_mode)?;
     let order = Arc::new(match source {
         PipeSource::Objects(plan) => Order::objects(plan, opts.shuffle_seed, shard),
         PipeSource::Augmented { records } => Order::lines(records, opts.shuffle_seed, shard),
@@ -552,20 +537,9 @@ async fn start_with_limit(
         skip_below.clone(),
         tx,
     ));
-
     let report_tx = Arc::new(report_tx);
-    let name = channel.to_owned();
-    let report = {
-        let (tx, name) = (report_tx.clone(), name.clone());
-        move |error: Arc<PipeError>| {
-            tracing::error!(channel = %name, "epoch failed: {error}");
-            let _ = tx.send(Some(PipeFailure {
-                channel: name.clone(),
-                error,
-            }));
-        }
-    };
-    let mut writer = Writer::new(
+    let report = reporter(&report_tx, channel);
+    let writer = Writer::new(
         WriterConfig {
             dir: dir.to_path_buf(),
             channel: channel.to_owned(),
@@ -586,8 +560,72 @@ async fn start_with_limit(
         Box::new(report.clone()),
         fetch_stop.clone(),
     );
+    let done_rx = match spawn_writer(channel, writer, report) {
+        Ok(done_rx) => done_rx,
+        Err(e) => {
+            fetch.abort();
+            let _ = stop.remove_all();
+            return Err(PipeError::Internal(format!(
+                "cannot start the writer thread: {e}"
+            )));
+        }
+    };
+    let task = tokio::spawn(async move {
+        let result = supervise(fetch, done_rx, stop, shutdown, fetch_stop.clone()).await;
+        fetch_stop.cancel();
+        // Ends `failed()` for a pipe that did not fail.
+        drop(report_tx);
+        result
+    });
+    Ok(PipeHandle {
+        first_fifo: Some(first),
+        failure,
+        task,
+    })
+}
+
+/// Creates `dir` if needed and the epoch-0 FIFO in it, with the [`Stop`] that
+/// removes the pipe's FIFOs.
+fn first_fifo(dir: &Path, channel: &str, mode: u32) -> Result<(Arc<Stop>, PathBuf), PipeError> {
+    let in_dir = |source| PipeError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(in_dir)?;
+    let stop = Stop::new(dir).map_err(in_dir)?;
+    let first = fifo_path(dir, channel, 0);
+    stop.create(&first, mode)
+        .map_err(|source| PipeError::Fifo {
+            path: first.clone(),
+            source,
+        })?;
+    Ok((stop, first))
+}
+
+/// Logs a failed epoch and hands it to [`PipeHandle::failed`].
+fn reporter(
+    tx: &Arc<watch::Sender<Option<PipeFailure>>>,
+    channel: &str,
+) -> impl Fn(Arc<PipeError>) + Clone + Send + 'static {
+    let (tx, name) = (tx.clone(), channel.to_owned());
+    move |error: Arc<PipeError>| {
+        tracing::error!(channel = %name, "epoch failed: {error}");
+        let _ = tx.send(Some(PipeFailure {
+            channel: name.clone(),
+            error,
+        }));
+    }
+}
+
+/// Runs the writer on its own thread (it blocks on the FIFO); the receiver gets
+/// its summaries and how it ended.
+fn spawn_writer(
+    channel: &str,
+    mut writer: Writer,
+    report: impl Fn(Arc<PipeError>) + Send + 'static,
+) -> std::io::Result<oneshot::Receiver<WriterResult>> {
     let (done_tx, done_rx) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(format!("chute-pipe-{channel}"))
         .spawn(move || {
             let ended = match writer.run() {
@@ -606,26 +644,8 @@ async fn start_with_limit(
             drop(writer);
             drop(report);
             let _ = done_tx.send((summaries, ended));
-        });
-    if let Err(e) = spawned {
-        fetch.abort();
-        let _ = stop.remove_all();
-        return Err(PipeError::Internal(format!(
-            "cannot start the writer thread: {e}"
-        )));
-    }
-    let task = tokio::spawn(async move {
-        let result = supervise(fetch, done_rx, stop, shutdown, fetch_stop.clone()).await;
-        fetch_stop.cancel();
-        // Ends `failed()` for a pipe that did not fail.
-        drop(report_tx);
-        result
-    });
-    Ok(PipeHandle {
-        first_fifo: Some(first),
-        failure,
-        task,
-    })
+        })?;
+    Ok(done_rx)
 }
 
 type WriterResult = (Vec<EpochSummary>, Result<Ended, PipeError>);
