@@ -36,9 +36,9 @@ use tokio::task::JoinSet;
 
 use crate::digest::Md5Batcher;
 use crate::error::{is_no_space, DownloadError};
-use crate::DownloadOptions;
 use crate::paths::{Dirs, Missing, PublishError, TempFile, TmpDir};
 use crate::progress::Progress;
+use crate::DownloadOptions;
 
 /// Permits of the file-system job tracker; waiting for all of them means no
 /// job is running.
@@ -554,7 +554,8 @@ impl StreamWriter {
                 .map_err(|e| local_error(&self.dl, &self.job, "write", e))?;
             let took = started.elapsed();
             if took > SLOW_WRITE
-                && self.dl.adaptive.slow_writes.fetch_add(1, Ordering::Relaxed) + 1 == SLOW_WRITES_LIMIT
+                && self.dl.adaptive.slow_writes.fetch_add(1, Ordering::Relaxed) + 1
+                    == SLOW_WRITES_LIMIT
             {
                 tracing::debug!(
                     ?took,

@@ -354,7 +354,12 @@ impl Fetcher {
             // The next epoch's reader cannot start before this epoch's last
             // byte, so its GETs wait for this epoch's to finish instead of
             // taking bandwidth from them.
-            drop(self.slots.acquire_many(self.concurrency as u32).await.ok()?);
+            drop(
+                self.slots
+                    .acquire_many(self.concurrency as u32)
+                    .await
+                    .ok()?,
+            );
             self.fetching_epoch = epoch;
         }
         let slot = self.slots.clone().acquire_owned().await.ok()?;

@@ -185,12 +185,10 @@ impl Stop {
         let mode = Mode::from_bits_truncate(mode & 0o7777);
         match fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if is_fifo(&st) => unlinkat(&self.dir, name, UnlinkatFlags::NoRemoveDir)?,
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "exists and is not a FIFO; remove it or choose another directory or channel name",
-                ))
-            }
+            Ok(_) => return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "exists and is not a FIFO; remove it or choose another directory or channel name",
+            )),
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(e.into()),
         }

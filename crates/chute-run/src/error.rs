@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use chute_channel::ChannelError;
 use chute_channel::hosts::HostsError;
+use chute_channel::ChannelError;
 use chute_plan::{Classify, ErrorClass};
 
 use crate::config::{ConfigError, InputMode};

@@ -24,9 +24,9 @@ mod sts;
 mod tls;
 mod write;
 
+pub use chute_plan::{Classify, ErrorClass};
 pub use client::Client;
 pub use config::{AssumeRole, S3Config};
-pub use chute_plan::{Classify, ErrorClass};
 pub use error::StoreError;
 pub use express::{is_directory_bucket, listing_prefix};
 pub use list::ListOptions;

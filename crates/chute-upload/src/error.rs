@@ -64,7 +64,6 @@ impl Classify for UploadError {
 }
 
 impl UploadError {
-
     pub(crate) fn store(uri: &str, source: StoreError) -> Self {
         UploadError::Store {
             uri: uri.to_owned(),
