@@ -97,143 +97,15 @@ pub fn toolkit_env(i: &Inputs<'_>) -> Vec<(String, String)> {
     let layout = i.layout;
     let rc = i.resource_config;
     let path = |p: &Path| PyValue::str(p.to_string_lossy());
-    let get_or = |key: &str, default: PyValue| rc.get(key).cloned().unwrap_or(default);
-
-    // read_hyperparameters(): each value through json.loads, kept as is if that fails.
-    let all_hps: Vec<(String, PyValue)> = i
-        .hyperparameters
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                pyjson::loads(v).unwrap_or_else(|| PyValue::str(v)),
-            )
-        })
-        .collect();
-    let (sm_hps, hps): (Vec<_>, Vec<_>) = all_hps
-        .into_iter()
-        .partition(|(k, _)| RESERVED_HPS.contains(&k.as_str()) || k.starts_with("sagemaker_"));
-    let framework_params: Vec<(String, PyValue)> = sm_hps
-        .iter()
-        .filter(|(k, _)| !RESERVED_HPS.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    let sm_hp = |k: &str| sm_hps.iter().find(|(n, _)| n == k).map(|(_, v)| v);
-    let fp = PyValue::Dict(framework_params);
-
-    // SageMaker lists hosts sorted and doc/SEMANTICS.md promises a sorted SM_HOSTS; a
-    // user's file in another order is sorted here (the toolkit would not).
-    let hosts = match get_or("hosts", PyValue::List(Vec::new())) {
-        PyValue::List(mut l) if l.iter().all(|h| matches!(h, PyValue::Str(_))) => {
-            l.sort_by_key(PyValue::py_str);
-            PyValue::List(l)
-        }
-        other => other,
-    };
-    let current_host = get_or("current_host", PyValue::Null);
-    let instance_type = get_or("current_instance_type", PyValue::str("local"));
-    let group = get_or("current_group_name", PyValue::str(DEFAULT_GROUP));
-    let network_interface = get_or("network_interface_name", PyValue::str("eth0"));
-    let topology = get_or("topology", PyValue::List(Vec::new()));
-    let groups_config: Vec<PyValue> = match rc.get("instance_groups") {
-        Some(PyValue::List(g)) => g.clone(),
-        _ => Vec::new(),
-    };
-    let group_name = |g: &PyValue| {
-        g.get("instance_group_name")
-            .cloned()
-            .unwrap_or(PyValue::Null)
-    };
-    let group_hosts = |g: &PyValue| g.get("hosts").cloned().unwrap_or(PyValue::List(Vec::new()));
-    let current_group_hosts = groups_config
-        .iter()
-        .find(|g| group_name(g) == group)
-        .map(group_hosts)
-        .unwrap_or(PyValue::List(Vec::new()));
-    let instance_groups = PyValue::List(groups_config.iter().map(group_name).collect());
-    let instance_groups_dict = PyValue::Dict(
-        groups_config
-            .iter()
-            .map(|g| (group_name(g).py_str(), g.clone()))
-            .collect(),
-    );
-    let distribution_groups = fp
-        .get("sagemaker_distribution_instance_groups")
-        .cloned()
-        .unwrap_or_else(|| {
-            let on = DISTRIBUTION_FLAGS
-                .iter()
-                .any(|f| fp.get(f).is_some_and(PyValue::truthy));
-            PyValue::List(if on { vec![group.clone()] } else { Vec::new() })
-        });
-    let distribution_hosts = if groups_config.is_empty() {
-        hosts.clone()
-    } else {
-        let chosen = |name: &PyValue| match &distribution_groups {
-            PyValue::List(l) => l.contains(name),
-            PyValue::Str(s) => matches!(name, PyValue::Str(n) if s.contains(n.as_str())),
-            _ => false,
-        };
-        let mut out = Vec::new();
-        for g in &groups_config {
-            if chosen(&group_name(g)) {
-                if let PyValue::List(h) = group_hosts(g) {
-                    out.extend(h);
-                }
-            }
-        }
-        PyValue::List(out)
-    };
-    let first = |v: &PyValue| match v {
-        PyValue::List(l) => l.first().cloned(),
-        _ => None,
-    };
-    let master = first(&distribution_hosts)
-        .or_else(|| first(&hosts))
-        .unwrap_or(PyValue::Null);
-    let num_neurons = match &instance_type {
+    let hps = Hyperparameters::read(i.hyperparameters);
+    let fp = PyValue::Dict(hps.framework_params());
+    let cluster = Cluster::new(rc, &fp);
+    let program = Program::new(i, &hps);
+    let num_neurons = match &cluster.instance_type {
         PyValue::Str(t) if t.contains("trn2.48xlarge") => 64,
         _ => i.devices.neuron_cores,
     };
-
-    let program_env = (i.env)("SAGEMAKER_PROGRAM");
-    let module_name_raw = match &program_env {
-        Some(p) => p.clone(),
-        None => sm_hp("sagemaker_program")
-            .unwrap_or(&PyValue::Null)
-            .py_str(),
-    };
-    let module_name = module_name_raw
-        .strip_suffix(".py")
-        .unwrap_or(&module_name_raw)
-        .to_owned();
-    let user_entry_point = match program_env.filter(|p| !p.is_empty()) {
-        Some(p) => PyValue::Str(p),
-        None => sm_hp("sagemaker_program").cloned().unwrap_or(PyValue::Null),
-    };
-    let module_dir = sm_hp("sagemaker_submit_directory")
-        .map(PyValue::py_str)
-        .unwrap_or_else(|| layout.code_dir.to_string_lossy().into_owned());
-    let log_level = sm_hp("sagemaker_container_log_level")
-        .cloned()
-        .unwrap_or(PyValue::int(LOG_LEVEL_INFO));
     let opt_env = |name: &str| (i.env)(name).map(PyValue::Str).unwrap_or(PyValue::Null);
-    // The toolkit reads SM_HP_MP_PARAMETERS from the environment chute gives it,
-    // where an `mp_parameters` hyperparameter has put it.
-    let mp_parameters = hps
-        .iter()
-        .rev()
-        .find(|(k, _)| k.to_uppercase() == "MP_PARAMETERS")
-        .map(|(_, v)| v.env_value())
-        .or_else(|| (i.env)("SM_HP_MP_PARAMETERS"));
-    let modelparallel = match mp_parameters {
-        None => PyValue::Null,
-        Some(s) if s.is_empty() => PyValue::str(""),
-        Some(s) => PyValue::Bool(s != "{}"),
-    };
-    let path_var = (i.env)("PATH").unwrap_or_default();
-    let installed = |tool: &str| PyValue::Bool(on_path(&path_var, tool));
-
     let channels: Vec<(String, PyValue)> = match i.input_data_config {
         PyValue::Dict(items) => items
             .iter()
@@ -243,67 +115,28 @@ pub fn toolkit_env(i: &Inputs<'_>) -> Vec<(String, String)> {
     };
     let mut channel_names: Vec<String> = channels.iter().map(|(n, _)| n.clone()).collect();
     channel_names.sort();
-    let is_hetero = PyValue::Bool(groups_config.len() > 1);
-    let is_master = PyValue::Bool(current_host == master);
-    let hps_dict = PyValue::Dict(hps.clone());
+    let is_hetero = PyValue::Bool(cluster.groups_config.len() > 1);
+    let hps_dict = PyValue::Dict(hps.user.clone());
+    let Cluster {
+        hosts,
+        current_host,
+        instance_type,
+        group,
+        network_interface,
+        topology,
+        current_group_hosts,
+        instance_groups,
+        instance_groups_dict,
+        distribution_groups,
+        ..
+    } = cluster.clone();
 
-    let training_env = PyValue::Dict(vec![
-        ("additional_framework_parameters".into(), fp.clone()),
-        ("channel_input_dirs".into(), PyValue::Dict(channels.clone())),
-        ("current_host".into(), current_host.clone()),
-        ("current_instance_group".into(), group.clone()),
-        (
-            "current_instance_group_hosts".into(),
-            current_group_hosts.clone(),
-        ),
-        ("current_instance_type".into(), instance_type.clone()),
-        ("distribution_hosts".into(), distribution_hosts),
-        (
-            "distribution_instance_groups".into(),
-            distribution_groups.clone(),
-        ),
-        (
-            "framework_module".into(),
-            opt_env("SAGEMAKER_TRAINING_MODULE"),
-        ),
-        ("hosts".into(), hosts.clone()),
-        ("hyperparameters".into(), hps_dict.clone()),
-        ("input_config_dir".into(), path(&layout.config_dir)),
-        ("input_data_config".into(), i.input_data_config.clone()),
-        ("input_dir".into(), path(&layout.input_dir)),
-        ("instance_groups".into(), instance_groups.clone()),
-        ("instance_groups_dict".into(), instance_groups_dict.clone()),
-        ("is_hetero".into(), is_hetero.clone()),
-        ("is_master".into(), is_master),
-        ("is_modelparallel_enabled".into(), modelparallel),
-        ("is_smddpmprun_installed".into(), installed("smddpmprun")),
-        ("is_smddprun_installed".into(), installed("smddprun")),
-        ("job_name".into(), opt_env("TRAINING_JOB_NAME")),
-        ("log_level".into(), log_level.clone()),
-        ("master_hostname".into(), master),
-        ("model_dir".into(), path(&layout.model_dir)),
-        ("module_dir".into(), PyValue::str(&module_dir)),
-        ("module_name".into(), PyValue::str(&module_name)),
-        ("network_interface_name".into(), network_interface.clone()),
-        ("num_cpus".into(), PyValue::int(i.devices.cpus as i128)),
-        ("num_gpus".into(), PyValue::int(i.devices.gpus as i128)),
-        ("num_neurons".into(), PyValue::int(num_neurons as i128)),
-        ("output_data_dir".into(), path(&layout.output_data_dir)),
-        ("output_dir".into(), path(&layout.output_dir)),
-        (
-            "output_intermediate_dir".into(),
-            path(&layout.output_intermediate_dir),
-        ),
-        ("resource_config".into(), rc.clone()),
-        ("topology".into(), topology.clone()),
-        ("user_entry_point".into(), user_entry_point.clone()),
-    ]);
-
+    let training_env = training_env(i, &cluster, &program, &hps, &fp, &channels, num_neurons);
     let mut vars: Vec<(String, PyValue)> = vec![
         ("hosts".into(), hosts),
         ("network_interface_name".into(), network_interface),
         ("hps".into(), hps_dict),
-        ("user_entry_point".into(), user_entry_point),
+        ("user_entry_point".into(), program.user_entry_point),
         ("framework_params".into(), fp),
         ("resource_config".into(), rc.clone()),
         ("input_data_config".into(), i.input_data_config.clone()),
@@ -317,8 +150,8 @@ pub fn toolkit_env(i: &Inputs<'_>) -> Vec<(String, String)> {
         ("instance_groups_dict".into(), instance_groups_dict),
         ("distribution_instance_groups".into(), distribution_groups),
         ("is_hetero".into(), is_hetero),
-        ("module_name".into(), PyValue::Str(module_name)),
-        ("log_level".into(), log_level),
+        ("module_name".into(), PyValue::Str(program.module_name)),
+        ("log_level".into(), program.log_level),
         (
             "framework_module".into(),
             opt_env("SAGEMAKER_TRAINING_MODULE"),
@@ -330,9 +163,9 @@ pub fn toolkit_env(i: &Inputs<'_>) -> Vec<(String, String)> {
         ("num_gpus".into(), PyValue::int(i.devices.gpus as i128)),
         ("num_neurons".into(), PyValue::int(num_neurons as i128)),
         ("model_dir".into(), path(&layout.model_dir)),
-        ("module_dir".into(), PyValue::Str(module_dir)),
+        ("module_dir".into(), PyValue::Str(program.module_dir)),
         ("training_env".into(), training_env),
-        ("user_args".into(), PyValue::str_list(&cmd_args(&hps))),
+        ("user_args".into(), PyValue::str_list(&cmd_args(&hps.user))),
         (
             "output_intermediate_dir".into(),
             path(&layout.output_intermediate_dir),
@@ -344,7 +177,7 @@ pub fn toolkit_env(i: &Inputs<'_>) -> Vec<(String, String)> {
     for (name, dir) in channels {
         vars.push((format!("channel_{name}"), dir));
     }
-    for (k, v) in hps {
+    for (k, v) in hps.user {
         vars.push((format!("hp_{k}"), v));
     }
     // A later key replaces an earlier one, as in the toolkit's dict.
@@ -353,6 +186,303 @@ pub fn toolkit_env(i: &Inputs<'_>) -> Vec<(String, String)> {
         out.insert(format!("SM_{}", k.to_uppercase()), v.env_value());
     }
     out.into_iter().collect()
+}
+
+/// `read_hyperparameters()`: each value through `json.loads`, kept as is if
+/// that fails; split into the script's and SageMaker's own.
+struct Hyperparameters {
+    /// The script's, in name order.
+    user: Vec<(String, PyValue)>,
+    /// Reserved names and every `sagemaker_*` one.
+    sagemaker: Vec<(String, PyValue)>,
+}
+
+impl Hyperparameters {
+    fn read(hyperparameters: &BTreeMap<String, String>) -> Hyperparameters {
+        let (sagemaker, user) = hyperparameters
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    pyjson::loads(v).unwrap_or_else(|| PyValue::str(v)),
+                )
+            })
+            .partition(|(k, _): &(String, PyValue)| {
+                RESERVED_HPS.contains(&k.as_str()) || k.starts_with("sagemaker_")
+            });
+        Hyperparameters { user, sagemaker }
+    }
+
+    /// SageMaker's own that are not reserved: `SM_FRAMEWORK_PARAMS`.
+    fn framework_params(&self) -> Vec<(String, PyValue)> {
+        self.sagemaker
+            .iter()
+            .filter(|(k, _)| !RESERVED_HPS.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    fn sagemaker(&self, name: &str) -> Option<&PyValue> {
+        self.sagemaker
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// The hosts and instance groups of `resourceconfig.json`, and which of them
+/// take part in distributed training.
+#[derive(Clone)]
+struct Cluster {
+    hosts: PyValue,
+    current_host: PyValue,
+    instance_type: PyValue,
+    group: PyValue,
+    network_interface: PyValue,
+    topology: PyValue,
+    groups_config: Vec<PyValue>,
+    current_group_hosts: PyValue,
+    instance_groups: PyValue,
+    instance_groups_dict: PyValue,
+    distribution_groups: PyValue,
+    distribution_hosts: PyValue,
+    master: PyValue,
+}
+
+impl Cluster {
+    fn new(rc: &PyValue, fp: &PyValue) -> Cluster {
+        let get_or = |key: &str, default: PyValue| rc.get(key).cloned().unwrap_or(default);
+        // SageMaker lists hosts sorted and doc/SEMANTICS.md promises a sorted
+        // SM_HOSTS; a user's file in another order is sorted here (the toolkit
+        // would not).
+        let hosts = match get_or("hosts", PyValue::List(Vec::new())) {
+            PyValue::List(mut l) if l.iter().all(|h| matches!(h, PyValue::Str(_))) => {
+                l.sort_by_key(PyValue::py_str);
+                PyValue::List(l)
+            }
+            other => other,
+        };
+        let group = get_or("current_group_name", PyValue::str(DEFAULT_GROUP));
+        let groups_config: Vec<PyValue> = match rc.get("instance_groups") {
+            Some(PyValue::List(g)) => g.clone(),
+            _ => Vec::new(),
+        };
+        let current_group_hosts = groups_config
+            .iter()
+            .find(|g| group_name(g) == group)
+            .map(group_hosts)
+            .unwrap_or(PyValue::List(Vec::new()));
+        let instance_groups = PyValue::List(groups_config.iter().map(group_name).collect());
+        let instance_groups_dict = PyValue::Dict(
+            groups_config
+                .iter()
+                .map(|g| (group_name(g).py_str(), g.clone()))
+                .collect(),
+        );
+        let distribution_groups = fp
+            .get("sagemaker_distribution_instance_groups")
+            .cloned()
+            .unwrap_or_else(|| {
+                let on = DISTRIBUTION_FLAGS
+                    .iter()
+                    .any(|f| fp.get(f).is_some_and(PyValue::truthy));
+                PyValue::List(if on { vec![group.clone()] } else { Vec::new() })
+            });
+        let distribution_hosts = distribution_hosts(&hosts, &groups_config, &distribution_groups);
+        let first = |v: &PyValue| match v {
+            PyValue::List(l) => l.first().cloned(),
+            _ => None,
+        };
+        let master = first(&distribution_hosts)
+            .or_else(|| first(&hosts))
+            .unwrap_or(PyValue::Null);
+        Cluster {
+            hosts,
+            current_host: get_or("current_host", PyValue::Null),
+            instance_type: get_or("current_instance_type", PyValue::str("local")),
+            group,
+            network_interface: get_or("network_interface_name", PyValue::str("eth0")),
+            topology: get_or("topology", PyValue::List(Vec::new())),
+            groups_config,
+            current_group_hosts,
+            instance_groups,
+            instance_groups_dict,
+            distribution_groups,
+            distribution_hosts,
+            master,
+        }
+    }
+}
+
+fn group_name(g: &PyValue) -> PyValue {
+    g.get("instance_group_name")
+        .cloned()
+        .unwrap_or(PyValue::Null)
+}
+
+fn group_hosts(g: &PyValue) -> PyValue {
+    g.get("hosts").cloned().unwrap_or(PyValue::List(Vec::new()))
+}
+
+/// The hosts of the instance groups chosen for distribution (all hosts when
+/// the config has no groups).
+fn distribution_hosts(hosts: &PyValue, groups: &[PyValue], chosen: &PyValue) -> PyValue {
+    if groups.is_empty() {
+        return hosts.clone();
+    }
+    let is_chosen = |name: &PyValue| match chosen {
+        PyValue::List(l) => l.contains(name),
+        PyValue::Str(s) => matches!(name, PyValue::Str(n) if s.contains(n.as_str())),
+        _ => false,
+    };
+    let mut out = Vec::new();
+    for g in groups {
+        if is_chosen(&group_name(g)) {
+            if let PyValue::List(h) = group_hosts(g) {
+                out.extend(h);
+            }
+        }
+    }
+    PyValue::List(out)
+}
+
+/// The user's program: `SAGEMAKER_PROGRAM` or the `sagemaker_program`
+/// hyperparameter, where it lives and how loudly it logs.
+struct Program {
+    module_name: String,
+    user_entry_point: PyValue,
+    module_dir: String,
+    log_level: PyValue,
+}
+
+impl Program {
+    fn new(i: &Inputs<'_>, hps: &Hyperparameters) -> Program {
+        let program_env = (i.env)("SAGEMAKER_PROGRAM");
+        let module_name_raw = match &program_env {
+            Some(p) => p.clone(),
+            None => hps
+                .sagemaker("sagemaker_program")
+                .unwrap_or(&PyValue::Null)
+                .py_str(),
+        };
+        let module_name = module_name_raw
+            .strip_suffix(".py")
+            .unwrap_or(&module_name_raw)
+            .to_owned();
+        let user_entry_point = match program_env.filter(|p| !p.is_empty()) {
+            Some(p) => PyValue::Str(p),
+            None => hps
+                .sagemaker("sagemaker_program")
+                .cloned()
+                .unwrap_or(PyValue::Null),
+        };
+        let module_dir = hps
+            .sagemaker("sagemaker_submit_directory")
+            .map(PyValue::py_str)
+            .unwrap_or_else(|| i.layout.code_dir.to_string_lossy().into_owned());
+        let log_level = hps
+            .sagemaker("sagemaker_container_log_level")
+            .cloned()
+            .unwrap_or(PyValue::int(LOG_LEVEL_INFO));
+        Program {
+            module_name,
+            user_entry_point,
+            module_dir,
+            log_level,
+        }
+    }
+}
+
+/// `SM_TRAINING_ENV`: the toolkit's whole `Environment` as one JSON object.
+fn training_env(
+    i: &Inputs<'_>,
+    cluster: &Cluster,
+    program: &Program,
+    hps: &Hyperparameters,
+    fp: &PyValue,
+    channels: &[(String, PyValue)],
+    num_neurons: usize,
+) -> PyValue {
+    let layout = i.layout;
+    let path = |p: &Path| PyValue::str(p.to_string_lossy());
+    let opt_env = |name: &str| (i.env)(name).map(PyValue::Str).unwrap_or(PyValue::Null);
+    // The toolkit reads SM_HP_MP_PARAMETERS from the environment chute gives it,
+    // where an `mp_parameters` hyperparameter has put it.
+    let mp_parameters = hps
+        .user
+        .iter()
+        .rev()
+        .find(|(k, _)| k.to_uppercase() == "MP_PARAMETERS")
+        .map(|(_, v)| v.env_value())
+        .or_else(|| (i.env)("SM_HP_MP_PARAMETERS"));
+    let modelparallel = match mp_parameters {
+        None => PyValue::Null,
+        Some(s) if s.is_empty() => PyValue::str(""),
+        Some(s) => PyValue::Bool(s != "{}"),
+    };
+    let path_var = (i.env)("PATH").unwrap_or_default();
+    let installed = |tool: &str| PyValue::Bool(on_path(&path_var, tool));
+    let c = cluster;
+    PyValue::Dict(vec![
+        ("additional_framework_parameters".into(), fp.clone()),
+        (
+            "channel_input_dirs".into(),
+            PyValue::Dict(channels.to_vec()),
+        ),
+        ("current_host".into(), c.current_host.clone()),
+        ("current_instance_group".into(), c.group.clone()),
+        (
+            "current_instance_group_hosts".into(),
+            c.current_group_hosts.clone(),
+        ),
+        ("current_instance_type".into(), c.instance_type.clone()),
+        ("distribution_hosts".into(), c.distribution_hosts.clone()),
+        (
+            "distribution_instance_groups".into(),
+            c.distribution_groups.clone(),
+        ),
+        (
+            "framework_module".into(),
+            opt_env("SAGEMAKER_TRAINING_MODULE"),
+        ),
+        ("hosts".into(), c.hosts.clone()),
+        ("hyperparameters".into(), PyValue::Dict(hps.user.clone())),
+        ("input_config_dir".into(), path(&layout.config_dir)),
+        ("input_data_config".into(), i.input_data_config.clone()),
+        ("input_dir".into(), path(&layout.input_dir)),
+        ("instance_groups".into(), c.instance_groups.clone()),
+        (
+            "instance_groups_dict".into(),
+            c.instance_groups_dict.clone(),
+        ),
+        ("is_hetero".into(), PyValue::Bool(c.groups_config.len() > 1)),
+        (
+            "is_master".into(),
+            PyValue::Bool(c.current_host == c.master),
+        ),
+        ("is_modelparallel_enabled".into(), modelparallel),
+        ("is_smddpmprun_installed".into(), installed("smddpmprun")),
+        ("is_smddprun_installed".into(), installed("smddprun")),
+        ("job_name".into(), opt_env("TRAINING_JOB_NAME")),
+        ("log_level".into(), program.log_level.clone()),
+        ("master_hostname".into(), c.master.clone()),
+        ("model_dir".into(), path(&layout.model_dir)),
+        ("module_dir".into(), PyValue::str(&program.module_dir)),
+        ("module_name".into(), PyValue::str(&program.module_name)),
+        ("network_interface_name".into(), c.network_interface.clone()),
+        ("num_cpus".into(), PyValue::int(i.devices.cpus as i128)),
+        ("num_gpus".into(), PyValue::int(i.devices.gpus as i128)),
+        ("num_neurons".into(), PyValue::int(num_neurons as i128)),
+        ("output_data_dir".into(), path(&layout.output_data_dir)),
+        ("output_dir".into(), path(&layout.output_dir)),
+        (
+            "output_intermediate_dir".into(),
+            path(&layout.output_intermediate_dir),
+        ),
+        ("resource_config".into(), i.resource_config.clone()),
+        ("topology".into(), c.topology.clone()),
+        ("user_entry_point".into(), program.user_entry_point.clone()),
+    ])
 }
 
 /// `mapping.to_cmd_args(hyperparameters)`: `--name value` pairs in key order
