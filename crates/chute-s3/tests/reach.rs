@@ -55,9 +55,9 @@ async fn read_back(client: &Client, expected: &[(&str, Vec<u8>)]) -> Result<(), 
 
 fn dataset(dir: &BucketDir) -> Vec<(&'static str, Vec<u8>)> {
     let objects = vec![
-        ("a/one.bin", pattern(1, 70_000)),
-        ("a/two.bin", pattern(2, 1_000)),
-        ("b.bin", pattern(3, 5)),
+        ("a/one.bin", pattern(70_000, 1)),
+        ("a/two.bin", pattern(1_000, 2)),
+        ("b.bin", pattern(5, 3)),
     ];
     for (key, data) in &objects {
         dir.put(key, data);
@@ -121,7 +121,10 @@ async fn unusable_bundles_are_named() {
         err.to_string().contains(&missing.display().to_string()),
         "{err}"
     );
-    assert!(matches!(err, StoreError::Config(_)), "a usage error: {err:?}");
+    assert!(
+        matches!(err, StoreError::Config(_)),
+        "a usage error: {err:?}"
+    );
 
     let junk = tmp.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate\n").expect("write");
