@@ -3,28 +3,18 @@
 //! verification against a store that corrupts bodies, and cleanup when the
 //! download future is dropped.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chute_download::{download, DownloadError, DownloadOptions};
 use chute_plan::Classify;
 use chute_plan::{Plan, PlannedObject};
-use chute_s3::{
-    Client, GetResponse, ListPage, LocalStore, ObjectMeta, ObjectStore, RetryPolicy, StoreError,
-};
+use chute_s3::{Client, LocalStore, RetryPolicy};
 use chute_testkit::data::pattern;
-use futures::StreamExt;
+use chute_testkit::harness::local_client;
+use chute_testkit::{FaultStore, MemStore, Op, StoreFault, StoreRule};
 use sha2::Digest;
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
 
 fn md5_hex(d: &[u8]) -> String {
     use md5::Digest as _;
@@ -78,12 +68,9 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn escaping_paths_in_a_hand_built_plan_are_skipped() {
-    let bytes = data(1000, 1);
+    let bytes = pattern(1000, 1);
     let src = source(&[("a.bin", bytes.clone())]);
-    let client = Client::new(
-        Arc::new(LocalStore::new(src.path()).expect("store")),
-        RetryPolicy::default(),
-    );
+    let client = local_client(src.path(), RetryPolicy::default());
     let mut plan = Plan::default();
     for path in [
         "../../etc/x",
@@ -126,10 +113,7 @@ async fn streamed_batches_land_at_their_offsets_on_workers_and_on_the_pool() {
         ("empty.bin", Vec::new()),
     ];
     let src = source(&files);
-    let client = Client::new(
-        Arc::new(LocalStore::new(src.path()).expect("store")),
-        RetryPolicy::default(),
-    );
+    let client = local_client(src.path(), RetryPolicy::default());
     let plan = Plan {
         objects: files
             .iter()
@@ -163,12 +147,9 @@ async fn streamed_batches_land_at_their_offsets_on_workers_and_on_the_pool() {
 
 #[tokio::test]
 async fn a_symlink_inside_dest_is_not_followed() {
-    let bytes = data(10, 2);
+    let bytes = pattern(10, 2);
     let src = source(&[("a.bin", bytes.clone())]);
-    let client = Client::new(
-        Arc::new(LocalStore::new(src.path()).expect("store")),
-        RetryPolicy::default(),
-    );
+    let client = local_client(src.path(), RetryPolicy::default());
     let outside = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
     let dest = work.path().join("dest");
@@ -186,99 +167,42 @@ async fn a_symlink_inside_dest_is_not_followed() {
     assert_eq!(std::fs::read_dir(outside.path()).expect("read").count(), 0);
 }
 
-/// A local store whose ETags are given MD5 digests, and whose GET bodies are
-/// corrupted (one byte flipped) as `corrupt` decides for the n-th GET.
-struct Tampering {
-    inner: LocalStore,
-    etags: Vec<(String, String)>,
-    gets: AtomicUsize,
-    corrupt: fn(usize) -> Option<u8>,
-}
-
-impl Tampering {
-    fn etag(&self, key: &str) -> Option<String> {
-        self.etags
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, e)| format!("\"{e}\""))
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Tampering {
-    async fn list_page(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<&str>,
-        token: Option<String>,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list_page(bucket, prefix, delimiter, token).await
-    }
-
-    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
-        let mut m = self.inner.head(bucket, key).await?;
-        m.etag = self.etag(key);
-        Ok(m)
-    }
-
-    async fn get_range(
-        &self,
-        bucket: &str,
-        key: &str,
-        range: Range<u64>,
-        _if_match: Option<&str>,
-    ) -> Result<GetResponse, StoreError> {
-        let n = self.gets.fetch_add(1, Ordering::SeqCst);
-        let mut resp = self.inner.get_range(bucket, key, range, None).await?;
-        resp.etag = self.etag(key);
-        if let Some(flip) = (self.corrupt)(n) {
-            let mut first = true;
-            resp.body = resp
-                .body
-                .map(move |chunk| {
-                    chunk.map(|c| {
-                        if first && !c.is_empty() {
-                            first = false;
-                            let mut v = c.to_vec();
-                            v[0] ^= flip;
-                            Bytes::from(v)
-                        } else {
-                            c
-                        }
-                    })
-                })
-                .boxed();
-        }
-        Ok(resp)
-    }
-
-    fn describe(&self) -> String {
-        "tampering local store".into()
-    }
-}
-
+/// `files` in memory with the given ETags (quoted, as S3 gives them), behind
+/// a fault store whose `n`th GET has the first byte of its body XORed with
+/// `corrupt(n)` (none where it says `None`); the memory store counts the GETs.
 fn tampering(
     files: &[(&str, Vec<u8>)],
     etags: Vec<(String, String)>,
     corrupt: fn(usize) -> Option<u8>,
-) -> (tempfile::TempDir, Client, Arc<Tampering>) {
-    let src = source(files);
-    let store = Arc::new(Tampering {
-        inner: LocalStore::new(src.path()).expect("store"),
-        etags,
-        gets: AtomicUsize::new(0),
-        corrupt,
-    });
-    let client = Client::new(store.clone(), RetryPolicy::default());
-    (src, client, store)
+) -> (Client, Arc<MemStore>) {
+    let mem = Arc::new(MemStore::new());
+    for (key, bytes) in files {
+        match etags.iter().find(|(k, _)| k == key) {
+            Some((_, e)) => mem.put_with_etag("", key, bytes.clone(), &format!("\"{e}\"")),
+            None => {
+                mem.put("", key, bytes.clone());
+            }
+        }
+    }
+    let faults = FaultStore::new(mem.clone());
+    // One rule per GET, in order: each GET uses up the first one left.
+    for n in 0..64 {
+        let fault = match corrupt(n) {
+            Some(xor) => StoreFault::Corrupt { xor },
+            None => StoreFault::Delay {
+                duration: Duration::ZERO,
+            },
+        };
+        faults.push(StoreRule::new(fault).op(Op::Get));
+    }
+    (Client::new(Arc::new(faults), RetryPolicy::default()), mem)
 }
 
 #[tokio::test]
 async fn a_corrupted_transfer_is_caught_by_the_md5_and_fetched_again() {
-    let bytes = data(200_000, 3);
+    let bytes = pattern(200_000, 3);
     let etag = md5_hex(&bytes);
-    let (_src, client, store) = tampering(
+    let (client, store) = tampering(
         &[("a.bin", bytes.clone())],
         vec![("a.bin".into(), etag.clone())],
         |n| (n == 0).then_some(0x40),
@@ -297,15 +221,15 @@ async fn a_corrupted_transfer_is_caught_by_the_md5_and_fetched_again() {
     download(&client, &plan, &dest, &quiet())
         .await
         .expect("download");
-    assert_eq!(store.gets.load(Ordering::SeqCst), 2);
+    assert_eq!(store.counts().get, 2);
     assert_eq!(std::fs::read(dest.join("a.bin")).expect("read"), bytes);
 }
 
 #[tokio::test]
 async fn bytes_that_differ_on_every_transfer_fail_verification_and_leave_nothing() {
-    let bytes = data(50_000, 4);
+    let bytes = pattern(50_000, 4);
     let etag = md5_hex(&bytes);
-    let (_src, client, _store) = tampering(
+    let (client, _store) = tampering(
         &[("a.bin", bytes.clone())],
         vec![("a.bin".into(), etag.clone())],
         |n| Some(1 << (n % 8)),
@@ -328,14 +252,14 @@ async fn bytes_that_differ_on_every_transfer_fail_verification_and_leave_nothing
 async fn etags_that_are_not_md5_digests_are_tolerated() {
     // As with SSE-KMS: 32 hex digits that are not the MD5 of the content.
     let files: Vec<(String, Vec<u8>)> = (0..6)
-        .map(|i| (format!("f{i}.bin"), data(3000 + i, i as u8)))
+        .map(|i| (format!("f{i}.bin"), pattern(3000 + i, i as u64)))
         .collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, d)| (k.as_str(), d.clone())).collect();
     let etags: Vec<(String, String)> = files
         .iter()
         .map(|(k, _)| (k.clone(), md5_hex(k.as_bytes())))
         .collect();
-    let (_src, client, store) = tampering(&refs, etags.clone(), |_| None);
+    let (client, store) = tampering(&refs, etags.clone(), |_| None);
     let plan = Plan {
         objects: files
             .iter()
@@ -358,56 +282,31 @@ async fn etags_that_are_not_md5_digests_are_tolerated() {
         assert_eq!(&std::fs::read(dest.join(k)).expect("read"), d);
     }
     // Two GETs each for the first three objects, then MD5 checks stop.
-    assert_eq!(store.gets.load(Ordering::SeqCst), 3 * 2 + 3);
+    assert_eq!(store.counts().get, 3 * 2 + 3);
 }
 
-/// A store whose bodies trickle, so a download can be caught mid-way.
-struct Slow(LocalStore);
-
-#[async_trait::async_trait]
-impl ObjectStore for Slow {
-    async fn list_page(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<&str>,
-        token: Option<String>,
-    ) -> Result<ListPage, StoreError> {
-        self.0.list_page(bucket, prefix, delimiter, token).await
+/// `files` in memory behind a store whose bodies crawl (a pause before each
+/// MiB), so a download can be caught mid-way.
+fn slow(files: &[(&str, Vec<u8>)]) -> Client {
+    let mem = Arc::new(MemStore::new().with_chunk_size(1 << 20));
+    for (key, bytes) in files {
+        mem.put("", key, bytes.clone());
     }
-    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.0.head(bucket, key).await
-    }
-    async fn get_range(
-        &self,
-        bucket: &str,
-        key: &str,
-        range: Range<u64>,
-        if_match: Option<&str>,
-    ) -> Result<GetResponse, StoreError> {
-        let mut resp = self.0.get_range(bucket, key, range, if_match).await?;
-        resp.body = resp
-            .body
-            .then(|c| async move {
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                c
-            })
-            .boxed();
-        Ok(resp)
-    }
-    fn describe(&self) -> String {
-        "slow local store".into()
-    }
+    let faults = FaultStore::new(mem);
+    faults.push(
+        StoreRule::new(StoreFault::SlowBody {
+            pause: Duration::from_millis(400),
+        })
+        .op(Op::Get)
+        .always(),
+    );
+    Client::new(Arc::new(faults), RetryPolicy::default())
 }
 
 #[tokio::test]
 async fn dropping_the_download_removes_its_temporary_files() {
-    let big = data(6 << 20, 9);
-    let src = source(&[("big.bin", big.clone()), ("small.bin", data(10, 1))]);
-    let client = Client::new(
-        Arc::new(Slow(LocalStore::new(src.path()).expect("store"))),
-        RetryPolicy::default(),
-    );
+    let big = pattern(6 << 20, 9);
+    let client = slow(&[("big.bin", big.clone()), ("small.bin", pattern(10, 1))]);
     let meta = client.head("", "big.bin").await.expect("head");
     let plan = Plan {
         objects: vec![
@@ -444,50 +343,11 @@ async fn dropping_the_download_removes_its_temporary_files() {
     );
 }
 
-/// A local store that runs `hook` before it answers each GET: another process
-/// changing DEST while the download runs.
-struct Hooked {
-    inner: LocalStore,
-    hook: Box<dyn Fn(&str) + Send + Sync>,
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Hooked {
-    async fn list_page(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<&str>,
-        token: Option<String>,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list_page(bucket, prefix, delimiter, token).await
-    }
-    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.inner.head(bucket, key).await
-    }
-    async fn get_range(
-        &self,
-        bucket: &str,
-        key: &str,
-        range: Range<u64>,
-        if_match: Option<&str>,
-    ) -> Result<GetResponse, StoreError> {
-        (self.hook)(key);
-        self.inner.get_range(bucket, key, range, if_match).await
-    }
-    fn describe(&self) -> String {
-        "local store with a hook".into()
-    }
-}
-
+/// A client of the local directory `src` that runs `hook` before each GET is
+/// answered: another process changing DEST while the download runs.
 fn hooked(src: &Path, hook: impl Fn(&str) + Send + Sync + 'static) -> Client {
-    Client::new(
-        Arc::new(Hooked {
-            inner: LocalStore::new(src).expect("store"),
-            hook: Box::new(hook),
-        }),
-        RetryPolicy::default(),
-    )
+    let store = FaultStore::new(Arc::new(LocalStore::new(src).expect("store"))).on_get(hook);
+    Client::new(Arc::new(store), RetryPolicy::default())
 }
 
 /// Every entry directly in `dir`, as names.
@@ -566,10 +426,7 @@ async fn a_file_is_recorded_complete_only_once_its_data_is_on_disk() {
         .collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, d)| (k.as_str(), d.clone())).collect();
     let src = source(&refs);
-    let client = Client::new(
-        Arc::new(LocalStore::new(src.path()).expect("store")),
-        RetryPolicy::default(),
-    );
+    let client = local_client(src.path(), RetryPolicy::default());
     let mut plan = Plan::default();
     for (k, d) in &files {
         let etag = client.head("", k).await.expect("head").etag;
@@ -604,12 +461,8 @@ async fn a_file_is_recorded_complete_only_once_its_data_is_on_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_download_into_the_same_dest_is_refused_at_once() {
-    let big = data(3 << 20, 5);
-    let src = source(&[("big.bin", big.clone())]);
-    let client = Client::new(
-        Arc::new(Slow(LocalStore::new(src.path()).expect("store"))),
-        RetryPolicy::default(),
-    );
+    let big = pattern(3 << 20, 5);
+    let client = slow(&[("big.bin", big.clone())]);
     let plan = Plan {
         objects: vec![object("big.bin", "big.bin", big.len(), None)],
         ..Plan::default()
@@ -653,7 +506,7 @@ async fn a_second_download_into_the_same_dest_is_refused_at_once() {
 
 #[tokio::test]
 async fn a_temporary_file_replaced_midway_is_never_published() {
-    let bytes = data(300_000, 6);
+    let bytes = pattern(300_000, 6);
     let src = source(&[("a.bin", bytes.clone())]);
     let work = tempfile::tempdir().expect("tempdir");
     let dest = work.path().join("d");
@@ -686,12 +539,9 @@ async fn a_temporary_file_replaced_midway_is_never_published() {
 
 #[tokio::test]
 async fn a_symlinked_state_file_is_not_followed() {
-    let bytes = data(1000, 7);
+    let bytes = pattern(1000, 7);
     let src = source(&[("a.bin", bytes.clone())]);
-    let client = Client::new(
-        Arc::new(LocalStore::new(src.path()).expect("store")),
-        RetryPolicy::default(),
-    );
+    let client = local_client(src.path(), RetryPolicy::default());
     let etag = client.head("", "a.bin").await.expect("head").etag;
     let plan = Plan {
         objects: vec![object("a.bin", "a.bin", bytes.len(), etag)],
@@ -721,7 +571,7 @@ async fn a_symlinked_state_file_is_not_followed() {
 
 #[tokio::test]
 async fn a_symlink_planted_while_the_download_runs_is_not_followed() {
-    let bytes = data(2000, 8);
+    let bytes = pattern(2000, 8);
     let src = source(&[("a.bin", bytes.clone())]);
     let outside = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
@@ -750,11 +600,8 @@ async fn a_symlink_planted_while_the_download_runs_is_not_followed() {
 
 #[tokio::test]
 async fn a_refused_download_creates_nothing() {
-    let src = source(&[("a.bin", data(10, 9))]);
-    let client = Client::new(
-        Arc::new(LocalStore::new(src.path()).expect("store")),
-        RetryPolicy::default(),
-    );
+    let src = source(&[("a.bin", pattern(10, 9))]);
+    let client = local_client(src.path(), RetryPolicy::default());
     // More than any disk: refused by the space check.
     let plan = Plan {
         objects: vec![object("a.bin", "a.bin", 1 << 60, Some("\"e\"".into()))],

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chute_plan::{plan_from_listing, ObjectInfo, Plan};
-use chute_s3::{Client, RetryPolicy, S3Config, S3Store};
+use chute_s3::{Client, LocalStore, RetryPolicy, S3Config, S3Store};
 use chute_serve::{ServeConfig, Server};
 use tempfile::TempDir;
 
@@ -58,6 +58,13 @@ pub async fn client_with(config: &S3Config, policy: RetryPolicy) -> Client {
     let store = S3Store::new(config)
         .await
         .expect("S3 store for a loopback endpoint");
+    Client::new(Arc::new(store), policy)
+}
+
+/// A client of the local directory `root` (local mode, as `file://` sources
+/// read): keys are paths under it, the bucket is ignored.
+pub fn local_client(root: &Path, policy: RetryPolicy) -> Client {
+    let store = LocalStore::new(root).expect("local store over an existing directory");
     Client::new(Arc::new(store), policy)
 }
 
