@@ -553,46 +553,123 @@ fn prepare(
 ) -> Result<Prepared, DownloadError> {
     let place = locate(dest)?;
     let dest = place.dest.clone();
-    let mut held = if place.missing.is_empty() {
+    let held = if place.missing.is_empty() {
         Some(open_dest(&dest)?)
     } else {
         None
     };
-
-    let mut state_path = if opts.resume {
-        opts.state_file
-            .clone()
-            .or_else(|| state::default_state_path(&dest))
-    } else {
-        None
-    };
-    let (mut state, recorded) = match &state_path {
-        None => (None, HashMap::new()),
-        Some(p) => match State::open_existing(p, &dest) {
-            Ok(Some((st, entries))) => (Some(st), entries),
-            Ok(None) => (None, HashMap::new()),
-            Err(e @ DownloadError::Busy { .. }) => return Err(e),
-            Err(e) => {
-                tracing::warn!("resume is off for this run: {e}");
-                state_path = None;
-                (None, HashMap::new())
-            }
-        },
-    };
-
+    let resume = Resume::open(opts, &dest)?;
     if let Some((dirs, _)) = &held {
         remove_leftovers(dirs)?;
     }
-    let mut keep = Vec::new();
-    let mut fetch = Vec::with_capacity(jobs.len());
-    let mut skipped_existing = 0;
+    let sorted = sort_jobs(held.as_ref().map(|(dirs, _)| dirs), jobs, &resume.recorded)?;
+    if let Some((dirs, _)) = &held {
+        for d in &plan_dirs {
+            dirs.open_dir(d, Missing::Stop, d)?;
+        }
+    }
+    if opts.space_check && !sorted.fetch.is_empty() {
+        check_space(&place, &sorted.fetch)?;
+    }
+    // From here on, things are created.
+    let mut undo = Undo::default();
+    match create(held, &place, resume, &sorted.keep, &plan_dirs, &mut undo) {
+        Ok((dirs, lock, tmp, state)) => Ok(Prepared {
+            dest,
+            state,
+            jobs: sorted.fetch,
+            skipped_existing: sorted.skipped_existing,
+            dirs,
+            tmp,
+            lock,
+        }),
+        Err(e) => {
+            undo.run(&dest);
+            Err(e)
+        }
+    }
+}
+
+/// The resume state: what an earlier run recorded, and where this one records.
+struct Resume {
+    /// The state file, when resuming; `None` once resume is off for this run.
+    path: Option<PathBuf>,
+    /// The existing state, opened.
+    state: Option<State>,
+    /// Its entries, by relative path.
+    recorded: HashMap<String, Entry>,
+}
+
+impl Resume {
+    /// Reads the state of an earlier run; a state that cannot be used turns
+    /// resume off (with a warning) unless another download holds it.
+    fn open(opts: &DownloadOptions, dest: &Path) -> Result<Resume, DownloadError> {
+        let path = if opts.resume {
+            opts.state_file
+                .clone()
+                .or_else(|| state::default_state_path(dest))
+        } else {
+            None
+        };
+        let Some(p) = path else {
+            return Ok(Resume {
+                path: None,
+                state: None,
+                recorded: HashMap::new(),
+            });
+        };
+        match State::open_existing(&p, dest) {
+            Ok(Some((st, entries))) => Ok(Resume {
+                path: Some(p),
+                state: Some(st),
+                recorded: entries,
+            }),
+            Ok(None) => Ok(Resume {
+                path: Some(p),
+                state: None,
+                recorded: HashMap::new(),
+            }),
+            Err(e @ DownloadError::Busy { .. }) => Err(e),
+            Err(e) => {
+                tracing::warn!("resume is off for this run: {e}");
+                Ok(Resume {
+                    path: None,
+                    state: None,
+                    recorded: HashMap::new(),
+                })
+            }
+        }
+    }
+}
+
+/// The jobs split into those to fetch and those complete on disk as recorded.
+struct Sorted {
+    fetch: Vec<Job>,
+    /// The recorded entries of the complete ones, kept in the new state.
+    keep: Vec<Entry>,
+    skipped_existing: usize,
+}
+
+/// A job is complete when DEST has its file at the recorded size and the
+/// recorded ETag is the plan's.
+fn sort_jobs(
+    dirs: Option<&Dirs>,
+    jobs: Vec<Job>,
+    recorded: &HashMap<String, Entry>,
+) -> Result<Sorted, DownloadError> {
+    let mut sorted = Sorted {
+        fetch: Vec::with_capacity(jobs.len()),
+        keep: Vec::new(),
+        skipped_existing: 0,
+    };
     for job in jobs {
-        let on_disk = match &held {
-            Some((dirs, _)) => file_on_disk(dirs, &job)?,
+        let on_disk = match dirs {
+            Some(dirs) => file_on_disk(dirs, &job)?,
             None => None,
         };
         let etag = job.object.etag().map(|e| e.to_string());
-        let complete = match (recorded.get(job.object.path()), &etag, on_disk) {
+        let entry = recorded.get(job.object.path());
+        let complete = match (entry, &etag, on_disk) {
             (Some(entry), Some(etag), Some(len)) => {
                 len == job.object.size
                     && entry.size == job.object.size
@@ -600,84 +677,77 @@ fn prepare(
             }
             _ => false,
         };
-        if complete {
-            skipped_existing += 1;
-            if let Some(entry) = recorded.get(job.object.path()) {
-                keep.push(entry.clone());
+        match entry {
+            Some(entry) if complete => {
+                sorted.skipped_existing += 1;
+                sorted.keep.push(entry.clone());
             }
-        } else {
-            fetch.push(job);
+            _ => sorted.fetch.push(job),
         }
     }
-    if let Some((dirs, _)) = &held {
-        for d in &plan_dirs {
-            dirs.open_dir(d, Missing::Stop, d)?;
-        }
-    }
-    if opts.space_check && !fetch.is_empty() {
-        let (available, block) = space::available(&place.existing)?;
-        let needed = space::needed(fetch.iter().map(|j| j.object.size), block);
-        if needed > available {
-            return Err(DownloadError::NotEnoughSpace {
-                dest,
-                needed,
-                available,
-                objects: fetch.len(),
-            });
-        }
-    }
+    Ok(sorted)
+}
 
-    // From here on, things are created.
-    let mut undo = Undo::default();
-    let made = (|| {
-        let (dirs, lock) = match held.take() {
-            Some(h) => h,
-            None => {
-                create_dest(&place, &mut undo)?;
-                let h = open_dest(&dest).inspect_err(|_| {
-                    // Whoever holds DEST now may be using it.
-                    undo.dirs.retain(|d| d != &dest);
-                })?;
-                undo.own_dest = true;
-                h
-            }
-        };
-        if let (None, Some(p)) = (&state, &state_path) {
-            match State::create(p, &dest) {
-                Ok(st) => {
-                    undo.state_file = Some(p.clone());
-                    state = Some(st);
-                }
-                Err(e @ DownloadError::Busy { .. }) => return Err(e),
-                Err(e) => tracing::warn!("resume is off for this run: {e}"),
-            }
-        }
-        if let Some(st) = state.as_mut() {
-            st.rewrite(keep.iter())?;
-        }
-        for d in &plan_dirs {
-            dirs.create(d)?;
-        }
-        let tmp = TmpDir::create(&dirs)?;
-        Ok((dirs, lock, tmp))
-    })();
-    let (dirs, lock, tmp) = match made {
-        Ok(m) => m,
-        Err(e) => {
-            drop(state);
-            undo.run(&dest);
-            return Err(e);
+/// The free space of DEST's file system against what the jobs need.
+fn check_space(place: &Place, fetch: &[Job]) -> Result<(), DownloadError> {
+    let (available, block) = space::available(&place.existing)?;
+    let needed = space::needed(fetch.iter().map(|j| j.object.size), block);
+    if needed > available {
+        return Err(DownloadError::NotEnoughSpace {
+            dest: place.dest.clone(),
+            needed,
+            available,
+            objects: fetch.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates DEST (and locks it) if it is missing, the state file, the plan's
+/// directories and the temporary directory; `undo` records what to remove if
+/// any of it fails.
+fn create(
+    held: Option<(Dirs, DestLock)>,
+    place: &Place,
+    resume: Resume,
+    keep: &[Entry],
+    plan_dirs: &[PathBuf],
+    undo: &mut Undo,
+) -> Result<(Dirs, DestLock, TmpDir, Option<State>), DownloadError> {
+    let dest = &place.dest;
+    let (dirs, lock) = match held {
+        Some(h) => h,
+        None => {
+            create_dest(place, undo)?;
+            let h = open_dest(dest).inspect_err(|_| {
+                // Whoever holds DEST now may be using it.
+                undo.dirs.retain(|d| d != dest);
+            })?;
+            undo.own_dest = true;
+            h
         }
     };
-    Ok(Prepared {
-        dest,
-        state,
-        jobs: fetch,
-        skipped_existing,
-        dirs,
-        tmp,
-        lock,
-    })
+    let Resume {
+        path, mut state, ..
+    } = resume;
+    if let (None, Some(p)) = (&state, &path) {
+        match State::create(p, dest) {
+            Ok(st) => {
+                undo.state_file = Some(p.clone());
+                state = Some(st);
+            }
+            Err(e @ DownloadError::Busy { .. }) => return Err(e),
+            Err(e) => tracing::warn!("resume is off for this run: {e}"),
+        }
+    }
+    if let Some(st) = state.as_mut() {
+        st.rewrite(keep.iter())?;
+    }
+    for d in plan_dirs {
+        dirs.create(d)?;
+    }
+    let tmp = TmpDir::create(&dirs)?;
+    Ok((dirs, lock, tmp, state))
 }
 
 /// Finds DEST without creating it: an existing DEST must be a directory (a
