@@ -106,146 +106,181 @@ fn from_request(
     default_checkpoint_dir: &Path,
     ignored: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
-    let err = |field: &str, problem: String| ConfigError::Request {
+    let err = |(field, problem): FieldProblem| ConfigError::Request {
         origin: origin.to_owned(),
-        field: field.to_owned(),
+        field,
         problem,
     };
     if let Some(v) = present(req, "TrainingJobName") {
         let name = v
             .as_str()
-            .ok_or_else(|| err("TrainingJobName", "must be a string".into()))?;
-        check_job_name(name).map_err(|p| err("TrainingJobName", p))?;
+            .ok_or_else(|| problem("TrainingJobName", "must be a string".into()))
+            .map_err(err)?;
+        check_job_name(name).map_err(|p| err(problem("TrainingJobName", p)))?;
         job.job_name = name.to_owned();
     }
     if let Some(v) = present(req, "HyperParameters") {
-        job.hyperparameters = string_map(v, false).map_err(|p| err("HyperParameters", p))?;
+        job.hyperparameters =
+            string_map(v, false).map_err(|p| err(problem("HyperParameters", p)))?;
     }
     if let Some(v) = present(req, "Environment") {
-        let env = string_map(v, false).map_err(|p| err("Environment", p))?;
+        let env = string_map(v, false).map_err(|p| err(problem("Environment", p)))?;
         for name in env.keys() {
-            check_env_name(name).map_err(|p| err(&format!("Environment.{name}"), p))?;
+            check_env_name(name).map_err(|p| err(problem(&format!("Environment.{name}"), p)))?;
         }
         job.environment = env;
     }
     if let Some(v) = present(req, "OutputDataConfig") {
-        let o = object(v).map_err(|p| err("OutputDataConfig", p))?;
-        note_unused(
-            o,
-            "OutputDataConfig",
-            &["S3OutputPath", "CompressionType"],
-            ignored,
-        );
-        let path = match present(o, "S3OutputPath") {
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => {
-                return Err(err(
-                    "OutputDataConfig.S3OutputPath",
-                    "must be a string".into(),
-                ))
-            }
-            None => {
-                return Err(err(
-                    "OutputDataConfig.S3OutputPath",
-                    "missing: give where the model goes, e.g. \"S3OutputPath\": \
-                     \"s3://bucket/output\""
-                        .into(),
-                ))
-            }
-        };
-        check_s3_prefix(&path).map_err(|p| err("OutputDataConfig.S3OutputPath", p))?;
-        let compression = match present(o, "CompressionType") {
-            None => OutputCompression::Gzip,
-            Some(Value::String(s)) => {
-                parse_compression(s).map_err(|p| err("OutputDataConfig.CompressionType", p))?
-            }
-            Some(_) => {
-                return Err(err(
-                    "OutputDataConfig.CompressionType",
-                    "must be a string: GZIP or NONE".into(),
-                ))
-            }
-        };
-        job.output = Some(OutputConfig {
-            s3_output_path: path,
-            compression,
-        });
+        job.output = Some(output_config(v, ignored).map_err(err)?);
     }
     if let Some(v) = present(req, "CheckpointConfig") {
-        let o = object(v).map_err(|p| err("CheckpointConfig", p))?;
-        note_unused(o, "CheckpointConfig", &["S3Uri", "LocalPath"], ignored);
-        let uri = match present(o, "S3Uri") {
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(err("CheckpointConfig.S3Uri", "must be a string".into())),
-            None => {
-                return Err(err(
-                    "CheckpointConfig.S3Uri",
-                    "missing: give where checkpoints are kept, e.g. \"S3Uri\": \
-                     \"s3://bucket/checkpoints/job\""
-                        .into(),
-                ))
-            }
-        };
-        check_s3_prefix(&uri).map_err(|p| err("CheckpointConfig.S3Uri", p))?;
-        let local_path = match present(o, "LocalPath") {
-            None => default_checkpoint_dir.to_owned(),
-            Some(Value::String(s)) => {
-                check_local_path(s).map_err(|p| err("CheckpointConfig.LocalPath", p))?
-            }
-            Some(_) => return Err(err("CheckpointConfig.LocalPath", "must be a string".into())),
-        };
-        job.checkpoint = Some(CheckpointConfig {
-            s3_uri: uri,
-            local_path,
-        });
+        job.checkpoint = Some(checkpoint_config(v, default_checkpoint_dir, ignored).map_err(err)?);
     }
     if let Some(v) = present(req, "ResourceConfig") {
-        let o = object(v).map_err(|p| err("ResourceConfig", p))?;
-        note_unused(
-            o,
-            "ResourceConfig",
-            &["InstanceType", "InstanceCount"],
-            ignored,
-        );
-        match present(o, "InstanceType") {
-            None => {}
-            Some(Value::String(s)) if !s.is_empty() => job.instance_type = Some(s.clone()),
-            Some(_) => {
-                return Err(err(
-                    "ResourceConfig.InstanceType",
-                    "must be a non-empty string, e.g. \"ml.p4d.24xlarge\"".into(),
-                ))
-            }
-        }
-        match present(o, "InstanceCount") {
-            None => {}
-            Some(v) => {
-                let n = v
-                    .as_u64()
-                    .filter(|n| *n >= 1)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| {
-                        err(
-                            "ResourceConfig.InstanceCount",
-                            format!("{v} is not a whole number of instances (at least 1)"),
-                        )
-                    })?;
-                job.instance_count = Some(n);
-            }
-        }
+        resource_config(job, v, ignored).map_err(err)?;
     }
     if let Some(v) = present(req, "StoppingCondition") {
-        let o = object(v).map_err(|p| err("StoppingCondition", p))?;
+        let o = object(v).map_err(|p| err(problem("StoppingCondition", p)))?;
         note_unused(o, "StoppingCondition", &["MaxRuntimeInSeconds"], ignored);
         if let Some(v) = present(o, "MaxRuntimeInSeconds") {
             let secs = v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-                err(
+                err(problem(
                     "StoppingCondition.MaxRuntimeInSeconds",
                     format!("{v} is not a whole number of seconds (at least 1)"),
-                )
+                ))
             })?;
             job.max_runtime = Some(Duration::from_secs(secs));
         }
+    }
+    Ok(())
+}
+
+/// A request field at fault and what is wrong with it.
+type FieldProblem = (String, String);
+
+fn problem(field: &str, problem: String) -> FieldProblem {
+    (field.to_owned(), problem)
+}
+
+/// `OutputDataConfig`: where the model and output data go, and how packed.
+fn output_config(v: &Value, ignored: &mut Vec<String>) -> Result<OutputConfig, FieldProblem> {
+    let o = object(v).map_err(|p| problem("OutputDataConfig", p))?;
+    note_unused(
+        o,
+        "OutputDataConfig",
+        &["S3OutputPath", "CompressionType"],
+        ignored,
+    );
+    let path = match present(o, "S3OutputPath") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(problem(
+                "OutputDataConfig.S3OutputPath",
+                "must be a string".into(),
+            ))
+        }
+        None => {
+            return Err(problem(
+                "OutputDataConfig.S3OutputPath",
+                "missing: give where the model goes, e.g. \"S3OutputPath\": \
+                 \"s3://bucket/output\""
+                    .into(),
+            ))
+        }
+    };
+    check_s3_prefix(&path).map_err(|p| problem("OutputDataConfig.S3OutputPath", p))?;
+    let compression = match present(o, "CompressionType") {
+        None => OutputCompression::Gzip,
+        Some(Value::String(s)) => {
+            parse_compression(s).map_err(|p| problem("OutputDataConfig.CompressionType", p))?
+        }
+        Some(_) => {
+            return Err(problem(
+                "OutputDataConfig.CompressionType",
+                "must be a string: GZIP or NONE".into(),
+            ))
+        }
+    };
+    Ok(OutputConfig {
+        s3_output_path: path,
+        compression,
+    })
+}
+
+/// `CheckpointConfig`: where checkpoints are kept, in S3 and locally.
+fn checkpoint_config(
+    v: &Value,
+    default_checkpoint_dir: &Path,
+    ignored: &mut Vec<String>,
+) -> Result<CheckpointConfig, FieldProblem> {
+    let o = object(v).map_err(|p| problem("CheckpointConfig", p))?;
+    note_unused(o, "CheckpointConfig", &["S3Uri", "LocalPath"], ignored);
+    let uri = match present(o, "S3Uri") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(problem("CheckpointConfig.S3Uri", "must be a string".into())),
+        None => {
+            return Err(problem(
+                "CheckpointConfig.S3Uri",
+                "missing: give where checkpoints are kept, e.g. \"S3Uri\": \
+                 \"s3://bucket/checkpoints/job\""
+                    .into(),
+            ))
+        }
+    };
+    check_s3_prefix(&uri).map_err(|p| problem("CheckpointConfig.S3Uri", p))?;
+    let local_path = match present(o, "LocalPath") {
+        None => default_checkpoint_dir.to_owned(),
+        Some(Value::String(s)) => {
+            check_local_path(s).map_err(|p| problem("CheckpointConfig.LocalPath", p))?
+        }
+        Some(_) => {
+            return Err(problem(
+                "CheckpointConfig.LocalPath",
+                "must be a string".into(),
+            ))
+        }
+    };
+    Ok(CheckpointConfig {
+        s3_uri: uri,
+        local_path,
+    })
+}
+
+/// `ResourceConfig`: the instance type and count.
+fn resource_config(
+    job: &mut JobConfig,
+    v: &Value,
+    ignored: &mut Vec<String>,
+) -> Result<(), FieldProblem> {
+    let o = object(v).map_err(|p| problem("ResourceConfig", p))?;
+    note_unused(
+        o,
+        "ResourceConfig",
+        &["InstanceType", "InstanceCount"],
+        ignored,
+    );
+    match present(o, "InstanceType") {
+        None => {}
+        Some(Value::String(s)) if !s.is_empty() => job.instance_type = Some(s.clone()),
+        Some(_) => {
+            return Err(problem(
+                "ResourceConfig.InstanceType",
+                "must be a non-empty string, e.g. \"ml.p4d.24xlarge\"".into(),
+            ))
+        }
+    }
+    if let Some(v) = present(o, "InstanceCount") {
+        let n = v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                problem(
+                    "ResourceConfig.InstanceCount",
+                    format!("{v} is not a whole number of instances (at least 1)"),
+                )
+            })?;
+        job.instance_count = Some(n);
     }
     Ok(())
 }
