@@ -14,7 +14,7 @@ pub use s3::S3Args;
 #[derive(Debug, Parser)]
 #[command(
     name = "chute",
-    version,
+    version = crate::VERSION,
     about = "Give a training job its S3 data as files: FastFile mounts, Pipe FIFOs or File downloads"
 )]
 pub struct Cli {
@@ -32,6 +32,15 @@ pub struct GlobalArgs {
     /// Log line format (also CHUTE_LOG_FORMAT).
     #[arg(long, global = true, value_enum, env = "CHUTE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while the command runs
+    /// (also CHUTE_METRICS_ADDR), e.g. 127.0.0.1:9464.
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT",
+        env = "CHUTE_METRICS_ADDR"
+    )]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -58,6 +67,14 @@ pub enum Command {
     Mount(crate::cmd::mount::MountArgs),
     /// Unmount a `chute mount` mount point.
     Unmount(crate::cmd::mount::UnmountArgs),
+    /// Mount a FUSE connection at MOUNTPOINT for CMD to serve as /dev/fd/N (no privilege needed by CMD).
+    MountHelper(crate::cmd::mount_helper::MountHelperArgs),
+    /// Print a shell completion script (bash or fish) for chute.
+    #[command(hide = true)]
+    Completions(crate::cmd::completions::CompletionsArgs),
+    /// Print chute's man page (roff), e.g. `chute man > /usr/share/man/man1/chute.1`.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Options every command that reads a source takes.

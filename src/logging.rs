@@ -1,6 +1,10 @@
 //! Logging setup: `tracing` to stderr, human-readable or JSON, filtered by
 //! `--log` / `CHUTE_LOG` (RUST_LOG syntax).
 //!
+//! Colours only when stderr is a terminal and `NO_COLOR` is unset: container
+//! runtimes collect stderr through a pipe, and escape sequences in `docker logs`
+//! or a Kubernetes log store are noise that breaks grep and log parsers.
+//!
 //! Credentials never appear in logs, at any level. Whatever the filter asks for,
 //! the S3 server's protocol crates are held to warnings and errors: their debug
 //! output and their request-carrying spans print whole requests (the
@@ -25,7 +29,7 @@ use crate::cli::{GlobalArgs, LogFormat};
 /// hyper are chatty at info and say nothing a user of chute can act on.
 const DEFAULT_FILTER: &str =
     "warn,chute=info,chute_channel=info,chute_s3=info,chute_plan=info,chute_serve=info,\
-     chute_download=info,chute_pipe=info,chute_fastfile=info,chute_run=info";
+     chute_download=info,chute_pipe=info,chute_fastfile=info,chute_run=info,chute_metrics=info";
 
 /// Crates whose spans and events below `warn` carry request secrets: s3s logs each
 /// request and its signature check, s3s-fs instruments every operation (at `info`)
@@ -44,7 +48,7 @@ pub fn init(args: &GlobalArgs) -> anyhow::Result<()> {
     let no_secrets = filter_fn(|meta: &Metadata<'_>| !bears_secrets(meta.target(), *meta.level()));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(|| RedactingStderr)
-        .with_ansi(io::stderr().is_terminal())
+        .with_ansi(colours_wanted())
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter);
     match args.log_format {
@@ -52,6 +56,14 @@ pub fn init(args: &GlobalArgs) -> anyhow::Result<()> {
         LogFormat::Json => registry.with(fmt.json().with_filter(no_secrets)).try_init(),
     }
     .context("cannot set up logging")
+}
+
+/// Whether log lines may carry ANSI colours: only for a person at a terminal
+/// who has not asked for none (the common `NO_COLOR` convention: any non-empty
+/// `NO_COLOR`).
+fn colours_wanted() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    io::stderr().is_terminal() && !no_color
 }
 
 /// stderr, with every URL in what is written passed through [`redact_text`]. The

@@ -11,9 +11,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `chute --version`: the package version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHUTE_GIT_COMMIT"),
+    ")"
+);
+
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_from(cmd::mount_compat::process_argv(&subcommands()));
     if matches!(cli.command, cli::Command::Demo(_)) {
         // The demo never talks to AWS: keep the SDK from probing the instance
         // metadata address. Set before any thread exists.
@@ -33,7 +41,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cmd::run(cli.command)) {
+    // `mount --daemon` re-runs itself with the same flags: the process that
+    // serves the mount serves the metrics.
+    let metrics_addr = match &cli.command {
+        cli::Command::Mount(m) if m.daemon => None,
+        _ => cli.global.metrics_addr.clone(),
+    };
+    let work = async move {
+        let _metrics = start_metrics(metrics_addr.as_deref()).await?;
+        cmd::run(cli.command).await
+    };
+    match runtime.block_on(work) {
         Ok(code) => code,
         Err(e) => {
             let code = exit::code_for(&e);
@@ -43,6 +61,37 @@ fn main() -> ExitCode {
             );
             ExitCode::from(code)
         }
+    }
+}
+
+/// The subcommands' names, to tell `chute SOURCE MOUNTPOINT` (the mount
+/// helper convention) from a subcommand.
+fn subcommands() -> Vec<&'static str> {
+    let cmd = <cli::Cli as clap::CommandFactory>::command();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .flat_map(|c| {
+            std::iter::once(c.get_name().to_owned()).chain(c.get_all_aliases().map(str::to_owned))
+        })
+        .chain(["help".to_owned()])
+        .collect();
+    // Parsed once per process; the names live as long as it does.
+    names
+        .into_iter()
+        .map(|n| &*Box::leak(n.into_boxed_str()))
+        .collect()
+}
+
+/// The metrics listener, when `--metrics-addr` asks for one; it lives as long
+/// as the command runs.
+async fn start_metrics(addr: Option<&str>) -> anyhow::Result<Option<chute_metrics::Server>> {
+    let Some(addr) = addr else { return Ok(None) };
+    match chute_metrics::serve(addr, chute_metrics::global()).await {
+        Ok(server) => Ok(Some(server)),
+        Err(e) => Err(exit::UsageError(format!(
+            "--metrics-addr / CHUTE_METRICS_ADDR: {e} (give a free HOST:PORT, e.g. 127.0.0.1:9464)"
+        ))
+        .into()),
     }
 }
 

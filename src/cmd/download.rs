@@ -33,6 +33,10 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let channel = open(channel_request(source, &args.src, None)?).await?;
+    chute_metrics::global().add_client(
+        &chute_metrics::channel_name(&dest),
+        channel.client.stats().clone(),
+    );
     let (client, plan) = channel.into_host_plan();
     let opts = DownloadOptions {
         concurrency: args.concurrency,

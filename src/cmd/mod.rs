@@ -4,6 +4,9 @@ mod demo;
 mod download;
 mod ls;
 pub mod mount;
+pub mod mount_compat;
+pub mod mount_helper;
+pub mod completions;
 pub mod pipe;
 mod run;
 mod serve;
@@ -22,6 +25,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Mount(args) => mount::run(args).await,
         Command::Unmount(args) => mount::unmount(args).await,
+        Command::MountHelper(args) => mount_helper::run(args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
     }
 }
 

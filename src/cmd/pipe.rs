@@ -23,6 +23,7 @@ use crate::options::channel_request;
 pub async fn run(args: PipeArgs) -> anyhow::Result<ExitCode> {
     let request = channel_request(args.source.as_deref(), &args.src, Some(&args.channel))?;
     let channel = open(request).await?;
+    chute_metrics::global().add_client(&args.channel, channel.client.stats().clone());
     let shard = channel.shard();
     let HostChannel {
         client,
