@@ -378,10 +378,8 @@ fn cut(
             let err = err?;
             if sent >= limit {
                 // Cut only a body that had more to give.
-                return match body.next().await {
-                    None => None,
-                    Some(_) => Some((Err(err), (body, sent, None))),
-                };
+                let more = body.next().await;
+                return more.map(|_| (Err(err), (body, sent, None)));
             }
             match body.next().await {
                 Some(Ok(chunk)) => {

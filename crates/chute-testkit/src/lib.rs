@@ -6,7 +6,8 @@
 //!   for it, a retry policy with short waits, a prefix's plan.
 //! * [`memstore`]: an object store in memory, counting its requests.
 //! * [`faultstore`]: a wrapper around any object store that fails chosen
-//!   requests (errors, cut bodies, changed versions, delays).
+//!   requests (errors, cut, slow or corrupted bodies, changed versions,
+//!   delays).
 //! * [`proxy`]: a loopback HTTP/1.1 proxy that injects S3-style faults
 //!   between an S3 client and a local S3 server.
 //! * [`tls`]: an HTTPS forwarder with a private test CA; [`sts`]: an
