@@ -583,28 +583,18 @@ fn a_mount_on_a_passed_fuse_descriptor_serves_exact_bytes_without_privilege() {
     assert!(gone, "the helper removes the mount when its command exits");
 }
 
-/// A directory with `chute` in it, for the `PATH` of `mount`'s helpers.
-fn chute_on_path() -> (tempfile::TempDir, String) {
-    let bin = tempfile::tempdir().expect("bin dir");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_chute"), bin.path().join("chute"))
-        .expect("symlink chute");
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    (bin, path)
-}
-
-/// `mount -t fuse.chute SOURCE MP -o OPTS`, as an fstab line runs it.
-fn mount_t_fuse_chute(path: &str, source: &str, mp: &Path, opts: &str) -> std::process::Output {
+/// `mount -t fuse "CHUTE#SOURCE" MP -o OPTS`: what an fstab line of type `fuse`
+/// runs (through `mount.fuse3`, which calls `CHUTE SOURCE MP -o OPTS`). The
+/// binary is named by its path: mount gives its helpers a fixed `PATH`
+/// (`/usr/local/bin:/usr/bin:...`), where the binary under test is not.
+fn mount_fuse(source: &str, mp: &Path, opts: &str) -> std::process::Output {
     // `chute()`'s loopback-only environment, for the chute that mount starts.
     let env = chute();
     let mut cmd = Command::new("mount");
-    cmd.args(["-t", "fuse.chute", source])
+    cmd.args(["-t", "fuse"])
+        .arg(format!("{}#{source}", env!("CARGO_BIN_EXE_chute")))
         .arg(mp)
         .args(["-o", opts])
-        .env("PATH", path)
         .stdin(Stdio::null());
     for (k, v) in env.get_envs() {
         match v {
@@ -629,14 +619,13 @@ fn need_mount_fuse3(test: &str) -> bool {
 }
 
 #[test]
-fn mount_t_fuse_chute_serves_exact_bytes_like_an_fstab_line() {
-    let test = "tests/ops.rs mount -t fuse.chute";
+fn mount_through_mount_fuse3_serves_exact_bytes_like_an_fstab_line() {
+    let test = "tests/ops.rs mount -t fuse";
     if !chute_testkit::need::fuse(test) || !need_mount_fuse3(test) {
         return;
     }
     let srv = Serve::start();
     let want = put_dataset(&srv, "fstab/", 50);
-    let (_bin, path) = chute_on_path();
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, source, extra) in [
         // A URI, generic options the helper passes on, and chute's own as -o.
@@ -662,7 +651,7 @@ fn mount_t_fuse_chute_serves_exact_bytes_like_an_fstab_line() {
             srv.endpoint,
             log.display()
         );
-        let out = mount_t_fuse_chute(&path, &source, &mp, &opts);
+        let out = mount_fuse(&source, &mp, &opts);
         let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
         if !out.status.success() {
             force_unmount(&mp);
