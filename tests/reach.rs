@@ -336,3 +336,113 @@ async fn assumed_role_with_session_tags() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("KEY=VALUE"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chute_run_roles_and_tags_per_job_and_per_channel() {
+    let ring = KeyRing::new();
+    let store = Store::start_with_keys(
+        "server-only-key",
+        "server-only-secret",
+        ServeOptions {
+            extra_keys: Some(ring.clone()),
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let issued = ring.clone();
+    let sts = StsServer::start(Duration::from_secs(900), move |c| {
+        issued.insert(&c.access_key_id, &c.secret_access_key, Some(c.expires));
+    })
+    .await
+    .expect("STS");
+    let job_role = "arn:aws:iam::123456789012:role/job";
+    let own_role = "arn:aws:iam::123456789012:role/alpha-only";
+    let base = tempfile::tempdir().expect("tempdir");
+    // The job's role and tags from the environment, as in a container.
+    let mut cmd = chute();
+    cmd.args(["run", "--endpoint-url", &store.server.endpoint_url()])
+        .arg("--base-dir")
+        .arg(base.path())
+        .env("CHUTE_ROLE_ARN", job_role)
+        .env("CHUTE_SESSION_TAGS", "project=vision,tenant=shared")
+        .env("AWS_ENDPOINT_URL_STS", sts.endpoint_url())
+        .args([
+            "--channel",
+            &format!("alpha=s3://{BUCKET}/train/,role-arn={own_role},session-tag=tenant=alpha"),
+        ])
+        .args([
+            "--channel",
+            &format!("beta=s3://{BUCKET}/train/,session-tag=tenant=beta"),
+        ])
+        .args(["--channel", &format!("shared=s3://{BUCKET}/train/")])
+        .args(["--", "true"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for channel in ["alpha", "beta", "shared"] {
+        for (key, data) in objects() {
+            let path = base
+                .path()
+                .join("input/data")
+                .join(channel)
+                .join(key.trim_start_matches("train/"));
+            let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(sha256(&got), sha256(&data), "{channel}/{key}");
+        }
+    }
+    let mut asked: Vec<(String, Vec<(String, String)>)> = sts
+        .calls()
+        .into_iter()
+        .map(|c| (c.role_arn, c.tags))
+        .collect();
+    asked.sort();
+    asked.dedup();
+    let tags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    };
+    let mut want = vec![
+        (
+            own_role.to_owned(),
+            tags(&[("project", "vision"), ("tenant", "alpha")]),
+        ),
+        (
+            job_role.to_owned(),
+            tags(&[("project", "vision"), ("tenant", "beta")]),
+        ),
+        (
+            job_role.to_owned(),
+            tags(&[("project", "vision"), ("tenant", "shared")]),
+        ),
+    ];
+    want.sort();
+    assert_eq!(asked, want);
+    let keys: Vec<String> = sts
+        .calls()
+        .iter()
+        .map(|c| c.issued.access_key_id.clone())
+        .collect();
+    assert!(store
+        .seen()
+        .iter()
+        .all(|r| r.access_key.as_ref().is_some_and(|k| keys.contains(k))));
+
+    // Tags for a channel with no role anywhere: exit 2, naming the channel.
+    let mut cmd = chute();
+    cmd.args(["run", "--endpoint-url", &store.server.endpoint_url()])
+        .arg("--base-dir")
+        .arg(base.path())
+        .args([
+            "--channel",
+            &format!("lone=s3://{BUCKET}/train/,session-tag=tenant=x"),
+        ])
+        .args(["--", "true"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lone") && stderr(&out).contains("RoleArn"),
+        "{}",
+        stderr(&out)
+    );
+}

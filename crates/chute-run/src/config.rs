@@ -125,6 +125,8 @@ pub struct ChannelSpec {
     pub shuffle_seed: Option<u64>,
     /// `ContentType`.
     pub content_type: Option<String>,
+    /// `RoleArn` and `SessionTags`: this channel's own credentials.
+    pub access: crate::access::ChannelAccess,
 }
 
 impl ChannelSpec {
@@ -441,7 +443,9 @@ fn parse_channel(
         field,
         problem,
     };
-    check_fields(obj, CHANNEL_FIELDS, "").map_err(err)?;
+    let known = [CHANNEL_FIELDS, crate::access::FIELDS].concat();
+    check_fields(obj, &known, "").map_err(err)?;
+    let access = crate::access::parse(obj).map_err(err)?;
     let delivery = delivery(obj, default).map_err(err)?;
     let data = data_source(obj, origin).map_err(err)?;
     check_combination(&name, &delivery, &data).map_err(err)?;
@@ -460,6 +464,7 @@ fn parse_channel(
         compression,
         shuffle_seed,
         content_type,
+        access,
     })
 }
 
@@ -958,6 +963,7 @@ fn flag_to_json(arg: &str) -> Result<Value, ConfigError> {
     let mut channel = Map::new();
     let mut s3 = Map::new();
     let mut attributes = Vec::new();
+    let mut session_tags = Vec::new();
     channel.insert("ChannelName".into(), Value::String(name.to_owned()));
     for part in parts {
         let Some((key, value)) = part.split_once('=') else {
@@ -987,6 +993,13 @@ fn flag_to_json(arg: &str) -> Result<Value, ConfigError> {
             "content-type" | "ContentType" => {
                 channel.insert("ContentType".into(), v);
             }
+            "role-arn" | "RoleArn" => {
+                channel.insert("RoleArn".into(), v);
+            }
+            "session-tag" | "SessionTag" => {
+                let (k, v) = chute_s3::parse_session_tag(value).map_err(bad)?;
+                session_tags.push(serde_json::json!({"Key": k, "Value": v}));
+            }
             "shuffle-seed" | "Seed" => {
                 let seed: i128 = value
                     .parse()
@@ -1004,13 +1017,16 @@ fn flag_to_json(arg: &str) -> Result<Value, ConfigError> {
             _ => {
                 return Err(bad(format!(
                     "unknown key '{key}': use mode, distribution, type, attribute, \
-                     record-wrapper, compression, shuffle-seed or content-type"
+                     record-wrapper, compression, shuffle-seed, content-type, role-arn or session-tag"
                 )))
             }
         }
     }
     if !attributes.is_empty() {
         s3.insert("AttributeNames".into(), Value::Array(attributes));
+    }
+    if !session_tags.is_empty() {
+        channel.insert("SessionTags".into(), Value::Array(session_tags));
     }
     let mut ds = Map::new();
     if uri.starts_with('/') {
