@@ -12,13 +12,14 @@
 //! start-up the child's logs go to `--log-file` (default: discarded).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chute_channel::{distribute, resolve};
-use chute_fastfile::{FastFileError, MountOptions};
+use chute_fastfile::{CacheOptions, FastFileError, MountOptions, Prefetch};
+use chute_plan::Classify;
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -65,12 +66,23 @@ pub struct MountArgs {
     /// Memory for read-ahead and cached blocks, e.g. 512MiB (default: 1/8 of RAM, at most 2GiB).
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
-    /// Keep fetched blocks on disk here too (multi-epoch jobs larger than memory).
-    #[arg(long, value_name = "DIR", requires = "cache_size")]
+    /// Disk cache directory, kept across mounts (default: .chute-cache beside the mount point).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
     pub cache_dir: Option<PathBuf>,
-    /// Size limit of the disk cache, e.g. 20GiB.
-    #[arg(long, value_name = "BYTES", requires = "cache_dir")]
+    /// Most bytes the disk cache may hold, e.g. 20GiB (default: from free space and the channel's size).
+    #[arg(long, value_name = "BYTES", conflicts_with = "no_cache")]
     pub cache_size: Option<String>,
+    /// No disk cache: objects stream from S3 through memory only.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// What to fetch before it is read: all (the whole channel, into the disk
+    /// cache), ahead (read-ahead within and across files), off [default: all
+    /// with a disk cache, else ahead].
+    #[arg(long, value_name = "MODE", value_parser = ["all", "ahead", "off"])]
+    pub prefetch: Option<String>,
+    /// Serve cached files through the daemon even where FUSE passthrough works.
+    #[arg(long)]
+    pub no_passthrough: bool,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -79,6 +91,8 @@ pub struct MountArgs {
     pub stats_interval: u64,
     #[command(flatten)]
     pub src: SourceArgs,
+    #[command(flatten)]
+    pub compat: super::mount_compat::CompatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +102,7 @@ pub struct UnmountArgs {
 }
 
 pub async fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
+    let args = super::mount_compat::apply(args)?;
     if args.daemon {
         return daemonize(&args).await;
     }
@@ -114,6 +129,13 @@ pub async fn unmount(args: UnmountArgs) -> anyhow::Result<ExitCode> {
 
 /// Usage problems exit 2; the rest (no FUSE, no permission) exit 1.
 fn fastfile_error(e: FastFileError) -> anyhow::Error {
+    if let FastFileError::Cache { dir, source } = &e {
+        return UsageError(format!(
+            "cannot use the disk cache directory {}: {source} (give a writable one with --cache-dir, or --no-cache)",
+            dir.display()
+        ))
+        .into();
+    }
     if e.is_usage() {
         UsageError(e.to_string()).into()
     } else {
@@ -141,7 +163,7 @@ fn split_paths(args: &MountArgs) -> anyhow::Result<(Option<String>, PathBuf)> {
     }
 }
 
-fn mount_options(args: &MountArgs) -> anyhow::Result<MountOptions> {
+fn mount_options(args: &MountArgs, mountpoint: &Path) -> anyhow::Result<MountOptions> {
     let mut o = MountOptions::default();
     if let Some(uid) = args.uid {
         o.uid = uid;
@@ -155,10 +177,47 @@ fn mount_options(args: &MountArgs) -> anyhow::Result<MountOptions> {
     if let Some(m) = &args.max_memory {
         o.max_memory = size_option("--max-memory", m, MOUNT_MEMORY)?;
     }
-    o.cache_dir = args.cache_dir.clone();
-    if let Some(s) = &args.cache_size {
-        o.cache_size = size_option("--cache-size", s, CACHE_SIZE)?;
+    if !args.no_cache {
+        let size = match &args.cache_size {
+            Some(s) => Some(size_option("--cache-size", s, CACHE_SIZE)?),
+            None => None,
+        };
+        match &args.cache_dir {
+            Some(dir) => {
+                o.cache = Some(CacheOptions {
+                    dir: dir.clone(),
+                    size,
+                })
+            }
+            None => {
+                // Beside the mount point, so a later mount of the same place finds it.
+                let mp = std::fs::canonicalize(mountpoint).unwrap_or(mountpoint.to_path_buf());
+                let dir = chute_fastfile::default_cache_dir(&mp);
+                match std::fs::create_dir_all(&dir) {
+                    Ok(()) => o.cache = Some(CacheOptions { dir, size }),
+                    Err(e) => tracing::warn!(
+                        "no disk cache: cannot create {}: {e} (pick a writable place with --cache-dir)",
+                        dir.display()
+                    ),
+                }
+            }
+        }
     }
+    o.prefetch = match args.prefetch.as_deref() {
+        Some("all") => {
+            if args.no_cache {
+                return Err(UsageError(
+                    "--prefetch all fetches into the disk cache: drop --no-cache".into(),
+                )
+                .into());
+            }
+            Some(Prefetch::All)
+        }
+        Some("ahead") => Some(Prefetch::Ahead),
+        Some("off") => Some(Prefetch::Off),
+        _ => None,
+    };
+    o.passthrough = !args.no_passthrough;
     o.threads = args.threads;
     o.stats_interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     Ok(o)
@@ -177,10 +236,10 @@ fn parse_mode(flag: &str, s: &str) -> anyhow::Result<u16> {
 
 async fn foreground(args: MountArgs, daemon_child: bool) -> anyhow::Result<ExitCode> {
     let (source_arg, mp) = split_paths(&args)?;
-    let mopts = mount_options(&args)?;
+    let mopts = mount_options(&args, &mp)?;
     // Cheap checks first: a missing mount point should not cost a listing.
     match std::fs::metadata(&mp) {
-        Ok(m) if !m.is_dir() => {
+        Ok(m) if !m.is_dir() && !chute_fastfile::is_fd_mountpoint(&mp) => {
             return Err(fastfile_error(FastFileError::NotADirectory { path: mp }))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -199,6 +258,8 @@ async fn foreground(args: MountArgs, daemon_child: bool) -> anyhow::Result<ExitC
     let sopts = source_options(&args.src);
     let started = Instant::now();
     let channel = resolve(&source, &sopts).await?;
+    let metrics_channel = chute_metrics::channel_name(&mp);
+    chute_metrics::global().add_client(&metrics_channel, channel.client.stats().clone());
     for s in &channel.plan.skipped {
         tracing::warn!(key = %s.key, "skipped key: {}", s.reason);
     }
@@ -213,6 +274,7 @@ async fn foreground(args: MountArgs, daemon_child: bool) -> anyhow::Result<ExitC
     .await
     .context("mount task failed")?
     .map_err(fastfile_error)?;
+    chute_metrics::global().add_mount(&metrics_channel, mount.summary_source());
     let shown = mount.mountpoint().display().to_string();
     if daemon_child {
         announce(&format!(
@@ -244,7 +306,8 @@ async fn foreground(args: MountArgs, daemon_child: bool) -> anyhow::Result<ExitC
 /// Starts the mount in a background process and waits until it is ready.
 async fn daemonize(args: &MountArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the chute executable to re-run")?;
-    let child_args: Vec<std::ffi::OsString> = std::env::args_os()
+    let child_args: Vec<std::ffi::OsString> = super::mount_compat::args_os()
+        .into_iter()
         .skip(1)
         .map(|a| {
             if a == "--daemon" {

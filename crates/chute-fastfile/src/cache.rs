@@ -254,6 +254,17 @@ impl BlockCache {
         self.lock().peak
     }
 
+    /// The byte budget of the cache.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether the block is in memory or on its way there.
+    pub fn holds(&self, key: BlockKey) -> bool {
+        let g = self.lock();
+        g.ready.contains(&key) || g.pending.contains_key(&key)
+    }
+
     /// A block for a reader: ready bytes (now counted as read), a pending
     /// fetch to wait on, or nothing.
     pub fn lookup(&self, key: BlockKey) -> Lookup {

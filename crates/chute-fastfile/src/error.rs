@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use chute_plan::{Classify, ErrorClass};
+
 #[derive(Debug, thiserror::Error)]
 pub enum FastFileError {
     #[error("mount point {path} does not exist (create the directory first)")]
@@ -40,20 +42,29 @@ pub enum FastFileError {
 
     #[error("invalid mount option: {0}")]
     Options(String),
+
+    /// The disk cache directory cannot be created, read or written.
+    #[error("cannot use the disk cache directory {dir}: {source}")]
+    Cache {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-impl FastFileError {
-    /// Whether the fault is in what the user asked for (a bad mount point or
-    /// option) rather than in the machine (no FUSE, no permission).
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
+impl Classify for FastFileError {
+    /// What the user asked for (a bad mount point or option) is at fault, or
+    /// the machine (no FUSE, no permission).
+    fn class(&self) -> ErrorClass {
+        match self {
             FastFileError::MissingMountPoint { .. }
-                | FastFileError::NotADirectory { .. }
-                | FastFileError::AlreadyMounted { .. }
-                | FastFileError::NotMounted { .. }
-                | FastFileError::Options(_)
-        )
+            | FastFileError::NotADirectory { .. }
+            | FastFileError::AlreadyMounted { .. }
+            | FastFileError::NotMounted { .. }
+            | FastFileError::Options(_)
+            | FastFileError::Cache { .. } => ErrorClass::Usage,
+            _ => ErrorClass::Local,
+        }
     }
 }
 

@@ -173,6 +173,8 @@ pub(super) fn release(session: BackgroundSession) {
 mod tests {
     use std::os::fd::AsRawFd;
 
+    use chute_plan::Classify as _;
+
     use super::*;
 
     #[test]

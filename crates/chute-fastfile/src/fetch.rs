@@ -3,7 +3,7 @@
 //! the cache one by one as they fill, so a reader waiting for the first block
 //! of an 8 MiB read-ahead GET gets it after 256 KiB, not after 8 MiB.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,37 +12,22 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey, BufferPool, BLOCK};
-use crate::disk::DiskCache;
+use crate::disk::{DiskCache, Writer};
 use crate::error::BlockError;
+use crate::object::{ObjectRef, Objects};
 use crate::stats::FsStats;
 use crate::Tuning;
-
-/// One object of the plan, as the read path needs it.
-pub(crate) struct ObjectRef {
-    pub bucket: String,
-    pub key: String,
-    pub etag: Option<String>,
-    pub size: u64,
-    pub path: String,
-    /// Set once the object was found changed, so the log names it once.
-    pub stale: AtomicBool,
-}
-
-impl ObjectRef {
-    pub fn block_len(&self, index: u64) -> u64 {
-        let start = index * BLOCK;
-        self.size.saturating_sub(start).min(BLOCK)
-    }
-}
 
 /// What the read path shares across handles, FUSE threads and fetch tasks.
 pub(crate) struct Shared {
     pub client: Client,
-    pub objects: Vec<ObjectRef>,
+    pub objects: Objects,
     pub cache: BlockCache,
     pub pool: Arc<BufferPool>,
     pub scratch: Arc<BufferPool>,
-    pub disk: Option<DiskCache>,
+    pub disk: Option<Arc<DiskCache>>,
+    /// Read-ahead within files and across them (off with `Prefetch::Off`).
+    pub read_ahead: bool,
     pub stats: Arc<FsStats>,
     pub rt: tokio::runtime::Handle,
     /// Read-ahead GETs in flight; a reader's own GETs do not wait for these.
@@ -85,7 +70,7 @@ impl Shared {
     }
 
     async fn fetch_run(&self, object: u32, first: u64, count: u64) {
-        let Some(o) = self.objects.get(object as usize) else {
+        let Some(o) = self.objects.get(object) else {
             return;
         };
         let mut next = first;
@@ -93,7 +78,7 @@ impl Shared {
         if let Some(disk) = &self.disk {
             // Serve the leading blocks the disk cache has; fetch from the first gap.
             while next < end_block {
-                match disk.get(o, next) {
+                match disk.block(&self.objects, object, next) {
                     Some(data) => {
                         FsStats::add(&self.stats.bytes_disk, data.len() as u64);
                         self.cache.complete(key(object, next), data);
@@ -110,13 +95,13 @@ impl Shared {
         let end = (end_block * BLOCK).min(o.size);
         let mut stream = self
             .client
-            .read(&o.bucket, &o.key, start..end, o.etag.clone());
+            .read(o.bucket, o.key, start..end, o.etag_string());
         let mut buf = self.pool.take(o.block_len(next));
         while let Some(chunk) = stream.next().await {
             let mut chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
-                    let err = self.classify(object, o, &e);
+                    let err = self.classify(object, &o, &e);
                     for b in next..end_block {
                         self.cache.fail(key(object, b), err.clone());
                     }
@@ -130,7 +115,7 @@ impl Shared {
                 if buf.len() == o.block_len(next) as usize {
                     let full = std::mem::replace(&mut buf, self.pool.take(o.block_len(next + 1)));
                     let full = self.pool.freeze(full);
-                    self.publish(object, o, next, full);
+                    self.publish(object, next, full);
                     next += 1;
                 }
             }
@@ -143,26 +128,28 @@ impl Shared {
         }
     }
 
-    fn publish(&self, object: u32, o: &ObjectRef, index: u64, data: Bytes) {
+    fn publish(&self, object: u32, index: u64, data: Bytes) {
         if let Some(disk) = &self.disk {
-            disk.put(o, index, &data);
+            disk.put(&self.objects, object, index, &data, Writer::Reader);
         }
         self.cache.complete(key(object, index), data);
     }
 
-    fn classify(&self, object: u32, o: &ObjectRef, e: &StoreError) -> BlockError {
+    /// What a failed GET means for readers; a changed object is marked stale
+    /// (and said so once).
+    pub fn classify(&self, object: u32, o: &ObjectRef<'_>, e: &StoreError) -> BlockError {
         if matches!(e.root(), StoreError::Changed { .. }) {
             if !o.stale.swap(true, Ordering::Relaxed) {
+                let uri = o.uri();
                 tracing::error!(
-                    path = %o.path,
-                    "{e}; reads of {} now fail with ESTALE (remount to see the new version)",
-                    o.path
+                    object = %uri,
+                    "{e}; reads of {uri} now fail with ESTALE (remount to see the new version)"
                 );
                 self.cache.forget_object(object);
             }
             BlockError::Stale
         } else {
-            tracing::warn!(path = %o.path, "read failed, answering EIO: {e}");
+            tracing::warn!(object = %o.uri(), "read failed, answering EIO: {e}");
             BlockError::Io
         }
     }

@@ -5,19 +5,30 @@
 //! Errors are errno values, since that is all a reader ever sees of them.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use chute_plan::Plan;
+use chute_s3::Client;
 use futures::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
-use crate::cache::{BufferPool, Lookup, Origin, Slot, BLOCK};
+use crate::cache::{BlockCache, BufferPool, Lookup, Origin, Slot, BLOCK};
+use crate::disk::DiskCache;
 use crate::fetch::{key, Shared};
+use crate::object::{ObjectRef, Objects};
 use crate::prefetch::{CrossFile, Prefetcher};
 use crate::stats::FsStats;
-use crate::tree::{NodeKind, Tree, ROOT};
+use crate::tree::{NodeKind, Tree};
+use crate::{FastFileError, MountOptions, Prefetch};
+
+/// Replies that span blocks are assembled in buffers of the largest FUSE read.
+const SCRATCH_SIZE: usize = 1 << 20;
+const SCRATCH_KEPT: usize = 16;
 
 pub(crate) type Errno = i32;
 
@@ -66,6 +77,17 @@ pub(crate) enum ReadOutcome {
 struct Handle {
     object: u32,
     prefetch: Prefetcher,
+    /// The object's disk cache entry, when it was complete at open: reads
+    /// are answered from it at once.
+    local: Option<Arc<File>>,
+}
+
+/// A block of a read: in memory now, or on its way.
+enum Part {
+    Ready(Bytes),
+    Wait(watch::Receiver<Slot>),
+    /// Not in memory and not claimed (never for a reader's own blocks).
+    Missing,
 }
 
 pub(crate) struct FastFs {
@@ -86,7 +108,52 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FastFs {
-    pub fn new(tree: Tree, shared: Arc<Shared>, present: Presentation) -> Self {
+    /// The file system of `plan` (already sharded), ready to be served by a
+    /// FUSE session or called directly; reads run on `rt`. Opens (and scans)
+    /// the disk cache when `opts.cache` asks for one.
+    pub fn build(
+        plan: Plan,
+        client: Client,
+        opts: &MountOptions,
+        rt: tokio::runtime::Handle,
+    ) -> Result<FastFs, FastFileError> {
+        let (tree, conflicts) = Tree::build(&plan);
+        for c in &conflicts {
+            tracing::warn!(path = %c, "path clashes with another entry of the plan; left out of the mount");
+        }
+        let objects = Objects::from_plan(plan.objects);
+        let disk = match &opts.cache {
+            Some(c) => open_disk_cache(c, &objects, &rt)?,
+            None => None,
+        };
+        let stats = Arc::new(FsStats::default());
+        // Blocks get seven eighths of the budget; the rest is for bytes in
+        // flight outside the cache (HTTP buffers, replies being assembled).
+        let block_budget = opts.max_memory / 8 * 7;
+        let shared = Arc::new(Shared {
+            client,
+            objects,
+            cache: BlockCache::new(block_budget, stats.clone()),
+            pool: BufferPool::blocks(block_budget),
+            scratch: BufferPool::new(SCRATCH_SIZE, false, SCRATCH_KEPT),
+            disk,
+            read_ahead: opts.prefetch_mode() != Prefetch::Off,
+            stats,
+            rt,
+            prefetch_slots: Arc::new(Semaphore::new(opts.tuning.prefetch_concurrency.max(1))),
+            tuning: opts.tuning.clone(),
+        });
+        let present = Presentation {
+            uid: opts.uid,
+            gid: opts.gid,
+            file_mode: opts.file_mode,
+            dir_mode: opts.dir_mode,
+            time: SystemTime::now(),
+        };
+        Ok(FastFs::new(tree, shared, present))
+    }
+
+    fn new(tree: Tree, shared: Arc<Shared>, present: Presentation) -> Self {
         FastFs {
             tree,
             shared,
@@ -100,83 +167,71 @@ impl FastFs {
     pub fn attr(&self, ino: u64) -> Result<Attr, Errno> {
         let node = self.tree.get(ino).ok_or(libc::ENOENT)?;
         let p = &self.present;
-        Ok(match &node.kind {
-            NodeKind::Dir { subdirs, .. } => Attr {
-                ino,
-                kind: Kind::Dir,
-                size: 4096,
-                perm: p.dir_mode,
-                nlink: 2 + subdirs,
-                uid: p.uid,
-                gid: p.gid,
-                time: p.time,
-                blksize: BLKSIZE,
-            },
-            NodeKind::File { size, .. } => Attr {
-                ino,
-                kind: Kind::File,
-                size: *size,
-                perm: p.file_mode,
-                nlink: 1,
-                uid: p.uid,
-                gid: p.gid,
-                time: p.time,
-                blksize: BLKSIZE,
-            },
+        let (kind, size, perm, nlink) = match node {
+            NodeKind::Dir { subdirs, .. } => (Kind::Dir, 4096, p.dir_mode, 2 + subdirs),
+            NodeKind::File { object } => {
+                let size = self.shared.objects.get(object).map_or(0, |o| o.size);
+                (Kind::File, size, p.file_mode, 1)
+            }
+        };
+        Ok(Attr {
+            ino,
+            kind,
+            size,
+            perm,
+            nlink,
+            uid: p.uid,
+            gid: p.gid,
+            time: p.time,
+            blksize: BLKSIZE,
         })
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, Errno> {
-        match self.tree.get(parent).map(|n| &n.kind) {
-            None => return Err(libc::ENOENT),
-            Some(NodeKind::File { .. }) => return Err(libc::ENOTDIR),
-            Some(NodeKind::Dir { .. }) => {}
-        }
-        let ino = self.tree.lookup(parent, name).ok_or(libc::ENOENT)?;
+        self.dir(parent)?;
+        let ino = (self.tree)
+            .lookup(parent, name, &self.shared.objects)
+            .ok_or(libc::ENOENT)?;
         self.attr(ino)
     }
 
     /// Entries of a directory from position `offset` on ("." and ".." first);
-    /// each comes with the offset of the entry after it.
-    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<(u64, DirEntry<'_>)>, Errno> {
-        let node = self.tree.get(ino).ok_or(libc::ENOENT)?;
-        let NodeKind::Dir { children, .. } = &node.kind else {
-            return Err(libc::ENOTDIR);
-        };
-        let mut out = Vec::new();
-        let total = children.len() as u64 + 2;
-        for pos in offset..total {
-            let entry = match pos {
-                0 => DirEntry {
-                    ino,
-                    kind: Kind::Dir,
-                    name: ".",
+    /// each comes with the offset of the entry after it. They are built as
+    /// they are taken, so a reply that fills up after a page of them costs a
+    /// page, whatever the offset and the size of the directory.
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+    ) -> Result<impl Iterator<Item = (u64, DirEntry<'_>)> + '_, Errno> {
+        self.dir(ino)?;
+        let entries = (self.tree)
+            .entries(ino, offset, &self.shared.objects)
+            .ok_or(libc::ENOENT)?;
+        Ok(entries.map(|(next, e)| {
+            let kind = if e.is_dir { Kind::Dir } else { Kind::File };
+            (
+                next,
+                DirEntry {
+                    ino: e.ino,
+                    kind,
+                    name: e.name,
                 },
-                1 => DirEntry {
-                    ino: if ino == ROOT { ROOT } else { node.parent },
-                    kind: Kind::Dir,
-                    name: "..",
-                },
-                _ => {
-                    let (name, child) = &children[(pos - 2) as usize];
-                    let kind = match self.tree.get(*child).map(|n| &n.kind) {
-                        Some(NodeKind::Dir { .. }) => Kind::Dir,
-                        _ => Kind::File,
-                    };
-                    DirEntry {
-                        ino: *child,
-                        kind,
-                        name,
-                    }
-                }
-            };
-            out.push((pos + 1, entry));
+            )
+        }))
+    }
+
+    /// Ok for a directory; ENOENT or ENOTDIR otherwise.
+    fn dir(&self, ino: u64) -> Result<(), Errno> {
+        match self.tree.get(ino) {
+            None => Err(libc::ENOENT),
+            Some(NodeKind::File { .. }) => Err(libc::ENOTDIR),
+            Some(NodeKind::Dir { .. }) => Ok(()),
         }
-        Ok(out)
     }
 
     pub fn is_dir(&self, ino: u64) -> Result<bool, Errno> {
-        match self.tree.get(ino).map(|n| &n.kind) {
+        match self.tree.get(ino) {
             None => Err(libc::ENOENT),
             Some(NodeKind::Dir { .. }) => Ok(true),
             Some(NodeKind::File { .. }) => Ok(false),
@@ -190,16 +245,20 @@ impl FastFs {
         {
             return Err(libc::EROFS);
         }
-        let object = match self.tree.get(ino).map(|n| &n.kind) {
+        let object = match self.tree.get(ino) {
             None => return Err(libc::ENOENT),
             Some(NodeKind::Dir { .. }) => return Err(libc::EISDIR),
-            Some(NodeKind::File { object, .. }) => *object,
+            Some(NodeKind::File { object }) => object,
         };
-        let object = u32::try_from(object).map_err(|_| libc::EFBIG)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let local = self.shared.disk.as_ref().and_then(|d| {
+            d.mark_read(object);
+            d.entry(&self.shared.objects, object).map(Arc::new)
+        });
         let handle = Handle {
             object,
             prefetch: Prefetcher::new(&self.shared.tuning),
+            local,
         };
         lock(&self.handles).insert(fh, Arc::new(Mutex::new(handle)));
         FsStats::add(&self.shared.stats.opens, 1);
@@ -210,129 +269,163 @@ impl FastFs {
         lock(&self.handles).remove(&fh);
     }
 
+    /// The disk cache entry behind an open handle, when the object was
+    /// complete on disk at open (for FUSE passthrough).
+    pub fn local_file(&self, fh: u64) -> Option<File> {
+        let handle = lock(&self.handles).get(&fh).cloned()?;
+        let h = lock(&handle);
+        h.local.as_ref().and_then(|f| f.try_clone().ok())
+    }
+
+    /// Reads `size` bytes at `off`: from the handle's disk entry when it has
+    /// one, else from the block cache, claiming and fetching what is missing
+    /// (plus the read-ahead the handle's prefetcher asks for).
     pub fn read(&self, fh: u64, off: u64, size: u32) -> ReadOutcome {
         let Some(handle) = lock(&self.handles).get(&fh).cloned() else {
             return ReadOutcome::Now(Err(libc::EBADF));
         };
         let shared = &self.shared;
-        let stats = &shared.stats;
-        FsStats::add(&stats.reads, 1);
-        let (object, ahead, sequential) = {
-            let mut h = lock(&handle);
-            let object = h.object;
-            let fsize = shared.objects[object as usize].size;
-            let end = off.saturating_add(u64::from(size)).min(fsize);
-            let ahead = if off < end {
-                h.prefetch.on_read(off, end, fsize, &shared.tuning)
-            } else {
-                None
-            };
-            (object, ahead, h.prefetch.is_sequential())
+        FsStats::add(&shared.stats.reads, 1);
+        let (object, ahead, sequential, local) = self.advance(&handle, off, size);
+        let Some(o) = shared.objects.get(object) else {
+            return ReadOutcome::Now(Err(libc::EIO));
         };
-        let o = &shared.objects[object as usize];
         if o.stale.load(Ordering::Relaxed) {
-            FsStats::add(&stats.errors, 1);
+            FsStats::add(&shared.stats.errors, 1);
             return ReadOutcome::Now(Err(libc::ESTALE));
         }
         let end = off.saturating_add(u64::from(size)).min(o.size);
         if off >= end {
             return ReadOutcome::Now(Ok(Bytes::new()));
         }
-        let b0 = off / BLOCK;
-        let b1 = (end - 1) / BLOCK;
-
-        enum Part {
-            Ready(Bytes),
-            Wait(watch::Receiver<Slot>),
+        if let Some(data) = local.and_then(|f| DiskCache::read_entry(&f, off, end)) {
+            FsStats::add(&shared.stats.bytes_disk, data.len() as u64);
+            FsStats::add(&shared.stats.bytes_served, data.len() as u64);
+            return ReadOutcome::Now(Ok(data));
         }
-        let mut parts = Vec::with_capacity((b1 - b0 + 1) as usize);
-        let mut absent = Vec::new();
-        for b in b0..=b1 {
-            match shared.cache.lookup(key(object, b)) {
-                Lookup::Ready(d) => {
-                    FsStats::add(&stats.block_hits, 1);
-                    parts.push(Some(Part::Ready(d)));
-                }
-                Lookup::Pending(rx) => {
-                    FsStats::add(&stats.block_waits, 1);
-                    parts.push(Some(Part::Wait(rx)));
-                }
-                Lookup::Absent => {
-                    FsStats::add(&stats.block_misses, 1);
-                    absent.push((key(object, b), o.block_len(b)));
-                    parts.push(None);
-                }
-            }
-        }
-        let mut claimed: Vec<(u64, bool)> = Vec::new();
-        if !absent.is_empty() {
-            for (k, rx) in shared.cache.claim(&absent, Origin::Demand) {
-                parts[(k.index - b0) as usize] = Some(Part::Wait(rx));
-                claimed.push((k.index, true));
-            }
-        }
-        if let Some(range) = ahead {
-            let first = range.start / BLOCK;
-            let last = range.end.div_ceil(BLOCK);
-            let want: Vec<_> = (first..last)
-                .map(|b| (key(object, b), o.block_len(b)))
-                .collect();
-            for (k, _) in shared.cache.claim(&want, Origin::Prefetch) {
-                claimed.push((k.index, false));
-            }
-        }
+        let blocks = off / BLOCK..(end - 1) / BLOCK + 1;
+        let mut parts = self.lookup_blocks(object, blocks.clone());
+        let claimed = self.claim_blocks(object, o, &mut parts, blocks.start, ahead);
         // The reader's blocks and the read-ahead after them go out as one GET
         // where they are contiguous.
         shared.fetch_claimed(object, claimed);
-        if end == o.size {
+        if end == o.size && shared.read_ahead {
             self.cross_file(object as usize);
         }
-        let consumed = if sequential {
-            // Blocks this read finished: the page cache has them now.
-            let last_full = if end % BLOCK == 0 || end == o.size {
-                Some(b1)
-            } else {
-                b1.checked_sub(1)
-            };
-            last_full.map(|l| b0..l + 1)
+        let consumed = sequential
+            .then(|| consumed_blocks(&blocks, end, o.size))
+            .flatten();
+        self.answer(parts, object, blocks.start, off..end, consumed)
+    }
+
+    /// Tells the handle's prefetcher about the read; returns the object, the
+    /// read-ahead to issue, whether the handle reads sequentially, and its
+    /// disk entry.
+    fn advance(
+        &self,
+        handle: &Mutex<Handle>,
+        off: u64,
+        size: u32,
+    ) -> (u32, Option<Range<u64>>, bool, Option<Arc<File>>) {
+        let shared = &self.shared;
+        let mut h = lock(handle);
+        let object = h.object;
+        let fsize = shared.objects.get(object).map_or(0, |o| o.size);
+        let end = off.saturating_add(u64::from(size)).min(fsize);
+        let ahead = if off < end && h.local.is_none() {
+            h.prefetch.on_read(off, end, fsize, &shared.tuning)
         } else {
             None
         };
+        let ahead = ahead.filter(|_| shared.read_ahead);
+        (object, ahead, h.prefetch.is_sequential(), h.local.clone())
+    }
 
-        if parts.iter().all(|p| matches!(p, Some(Part::Ready(_)))) {
+    /// Each block of the read as the cache has it; absent ones are `Missing`.
+    fn lookup_blocks(&self, object: u32, blocks: Range<u64>) -> Vec<Part> {
+        let stats = &self.shared.stats;
+        blocks
+            .map(|b| match self.shared.cache.lookup(key(object, b)) {
+                Lookup::Ready(d) => {
+                    FsStats::add(&stats.block_hits, 1);
+                    Part::Ready(d)
+                }
+                Lookup::Pending(rx) => {
+                    FsStats::add(&stats.block_waits, 1);
+                    Part::Wait(rx)
+                }
+                Lookup::Absent => {
+                    FsStats::add(&stats.block_misses, 1);
+                    Part::Missing
+                }
+            })
+            .collect()
+    }
+
+    /// Claims the read's missing blocks (for the reader) and the read-ahead
+    /// range (as prefetch); returns the claimed block indexes, each with
+    /// whether a reader waits for it.
+    fn claim_blocks(
+        &self,
+        object: u32,
+        o: ObjectRef<'_>,
+        parts: &mut [Part],
+        b0: u64,
+        ahead: Option<Range<u64>>,
+    ) -> Vec<(u64, bool)> {
+        let cache = &self.shared.cache;
+        let absent: Vec<_> = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p, Part::Missing))
+            .map(|(i, _)| {
+                let b = b0 + i as u64;
+                (key(object, b), o.block_len(b))
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for (k, rx) in cache.claim(&absent, Origin::Demand) {
+            parts[(k.index - b0) as usize] = Part::Wait(rx);
+            claimed.push((k.index, true));
+        }
+        if let Some(range) = ahead {
+            let want: Vec<_> = (range.start / BLOCK..range.end.div_ceil(BLOCK))
+                .map(|b| (key(object, b), o.block_len(b)))
+                .collect();
+            for (k, _) in cache.claim(&want, Origin::Prefetch) {
+                claimed.push((k.index, false));
+            }
+        }
+        claimed
+    }
+
+    /// The reply: at once when every block is in memory, else a future that
+    /// waits for the blocks still arriving.
+    fn answer(
+        &self,
+        parts: Vec<Part>,
+        object: u32,
+        b0: u64,
+        range: Range<u64>,
+        consumed: Option<Range<u64>>,
+    ) -> ReadOutcome {
+        if parts.iter().all(|p| matches!(p, Part::Ready(_))) {
             let blocks: Vec<Bytes> = parts
                 .into_iter()
                 .filter_map(|p| match p {
-                    Some(Part::Ready(d)) => Some(d),
+                    Part::Ready(d) => Some(d),
                     _ => None,
                 })
                 .collect();
-            let res = assemble(&shared.scratch, &blocks, b0, off, end);
-            finish(shared, object, consumed, &res);
+            let res = assemble(&self.shared.scratch, &blocks, b0, range.start, range.end);
+            finish(&self.shared, object, consumed, &res);
             return ReadOutcome::Now(res);
         }
-        let shared = shared.clone();
+        let shared = self.shared.clone();
         ReadOutcome::Later(Box::pin(async move {
             let mut blocks = Vec::with_capacity(parts.len());
             for p in parts {
-                let data = match p {
-                    Some(Part::Ready(d)) => Ok(d),
-                    Some(Part::Wait(mut rx)) => {
-                        match rx.wait_for(|s| !matches!(s, Slot::Loading)).await {
-                            Ok(s) => match &*s {
-                                Slot::Ready(d) => Ok(d.clone()),
-                                Slot::Failed(e) => Err(e.errno()),
-                                Slot::Loading => Err(libc::EIO),
-                            },
-                            // The fetch went away without an answer (shutdown).
-                            Err(_) => Err(libc::EIO),
-                        }
-                    }
-                    // Claimed by nobody: the cache refused, which it never does
-                    // for a reader; answer rather than hang.
-                    None => Err(libc::EIO),
-                };
-                match data {
+                match wait_block(p).await {
                     Ok(d) => blocks.push(d),
                     Err(e) => {
                         FsStats::add(&shared.stats.errors, 1);
@@ -340,7 +433,7 @@ impl FastFs {
                     }
                 }
             }
-            let res = assemble(&shared.scratch, &blocks, b0, off, end);
+            let res = assemble(&shared.scratch, &blocks, b0, range.start, range.end);
             finish(&shared, object, consumed, &res);
             res
         }))
@@ -356,20 +449,13 @@ impl FastFs {
         }
         let shared = &self.shared;
         let mut planned = 0u64;
-        for (j, o) in shared
-            .objects
-            .iter()
-            .enumerate()
-            .skip(i + 1)
-            .take(t.cross_file_max)
-        {
+        for (object, o) in shared.objects.iter().skip(i + 1).take(t.cross_file_max) {
             if planned >= budget || shared.cache.prefetch_room() == 0 {
                 break;
             }
             if o.size == 0 || o.stale.load(Ordering::Relaxed) {
                 continue;
             }
-            let Ok(object) = u32::try_from(j) else { break };
             let bytes = o.size.min(t.cross_file_per_file).min(budget - planned);
             planned += bytes;
             let want: Vec<_> = (0..bytes.div_ceil(BLOCK))
@@ -386,7 +472,7 @@ impl FastFs {
     }
 
     pub fn statfs(&self) -> StatFs {
-        let bytes = self.shared.objects.iter().map(|o| o.size).sum::<u64>();
+        let bytes = self.shared.objects.total_bytes();
         StatFs {
             blocks: bytes.div_ceil(4096),
             files: self.tree.len(),
@@ -401,6 +487,64 @@ pub(crate) struct StatFs {
     pub files: u64,
     pub bsize: u32,
     pub namelen: u32,
+}
+
+fn open_disk_cache(
+    c: &crate::CacheOptions,
+    objects: &Objects,
+    rt: &tokio::runtime::Handle,
+) -> Result<Option<Arc<DiskCache>>, FastFileError> {
+    let disk = DiskCache::open(&c.dir, c.size, objects, rt.clone()).map_err(|source| {
+        FastFileError::Cache {
+            dir: c.dir.clone(),
+            source,
+        }
+    })?;
+    match &disk {
+        Some(d) => tracing::info!(
+            dir = %c.dir.display(),
+            limit = d.limit(),
+            used = d.used(),
+            reusable = d.scan.reusable,
+            reusable_bytes = d.scan.reusable_bytes,
+            discarded = d.scan.discarded,
+            "disk cache"
+        ),
+        None => tracing::info!(
+            dir = %c.dir.display(),
+            "no room for a disk cache on this volume (free space is below the reserve); running without one"
+        ),
+    }
+    Ok(disk.map(Arc::new))
+}
+
+/// Blocks a sequential read finished: the page cache has them now.
+fn consumed_blocks(blocks: &Range<u64>, end: u64, size: u64) -> Option<Range<u64>> {
+    let last = blocks.end - 1;
+    let last_full = if end % BLOCK == 0 || end == size {
+        Some(last)
+    } else {
+        last.checked_sub(1)
+    };
+    last_full.map(|l| blocks.start..l + 1)
+}
+
+async fn wait_block(p: Part) -> Result<Bytes, Errno> {
+    match p {
+        Part::Ready(d) => Ok(d),
+        Part::Wait(mut rx) => match rx.wait_for(|s| !matches!(s, Slot::Loading)).await {
+            Ok(s) => match &*s {
+                Slot::Ready(d) => Ok(d.clone()),
+                Slot::Failed(e) => Err(e.errno()),
+                Slot::Loading => Err(libc::EIO),
+            },
+            // The fetch went away without an answer (shutdown).
+            Err(_) => Err(libc::EIO),
+        },
+        // Claimed by nobody: the cache refused, which it never does for a
+        // reader; answer rather than hang.
+        Part::Missing => Err(libc::EIO),
+    }
 }
 
 fn finish(

@@ -7,31 +7,152 @@
 //!
 //! Every write-type operation answers EROFS; the mount is read-only as well,
 //! so the kernel refuses most of them before they get here.
+//!
+//! Opens of files complete in the disk cache are answered with FUSE
+//! passthrough where the kernel allows it (Linux 6.9+, `CAP_SYS_ADMIN`): the
+//! kernel then reads the cache file itself and no read of that handle reaches
+//! this process. The kernel requires every handle open on an inode at once
+//! to use the same mode (and, for passthrough, the same backing file), so the
+//! mode is chosen per inode at its first open and kept until its last close.
+//! When the kernel refuses, passthrough is turned off for the mount, the
+//! reason logged once, and reads go through [`FastFs::read`] as usual.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, FastFs, Kind, ReadOutcome};
+use crate::stats::FsStats;
 
 /// The tree never changes while mounted, so the kernel may keep entries and
 /// attributes as long as it likes.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub(crate) struct Adapter {
-    pub fs: Arc<FastFs>,
-    pub rt: tokio::runtime::Handle,
+    fs: Arc<FastFs>,
+    rt: tokio::runtime::Handle,
     /// Kernel read-ahead to ask for, in bytes (capped by what the kernel offers).
-    pub max_readahead: u32,
+    max_readahead: u32,
+    /// Whether to try passthrough; cleared when the kernel refuses it.
+    passthrough: AtomicBool,
+    /// The I/O mode of every inode with open handles.
+    modes: Mutex<HashMap<u64, InodeMode>>,
+}
+
+/// How the open handles of one inode are served.
+enum InodeMode {
+    /// Through this process.
+    Daemon { open: u32 },
+    /// By the kernel from the backing file (dropping the id releases it).
+    Passthrough { backing: BackingId, open: u32 },
+}
+
+impl InodeMode {
+    fn open_count(&mut self) -> &mut u32 {
+        match self {
+            InodeMode::Daemon { open } | InodeMode::Passthrough { open, .. } => open,
+        }
+    }
+}
+
+impl Adapter {
+    pub fn new(
+        fs: Arc<FastFs>,
+        rt: tokio::runtime::Handle,
+        max_readahead: u32,
+        passthrough: bool,
+    ) -> Adapter {
+        if !passthrough {
+            tracing::info!("reads go through the FUSE daemon (passthrough off)");
+        }
+        Adapter {
+            fs,
+            rt,
+            max_readahead,
+            passthrough: AtomicBool::new(passthrough),
+            modes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refuse_passthrough(&self, why: &str) {
+        if self.passthrough.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                "FUSE passthrough unavailable ({why}); reads of cached files go through the FUSE daemon"
+            );
+        }
+    }
+
+    /// Answers an open: with passthrough to the disk cache entry when the
+    /// inode can have it, else through this process.
+    fn reply_open(&self, ino: u64, fh: u64, reply: ReplyOpen) {
+        // The kernel refuses (EIO to the opener) passthrough opens with any
+        // flag beyond direct I/O and no-flush: no KEEP_CACHE there (the
+        // backing file's own page cache serves instead).
+        let keep = FopenFlags::FOPEN_KEEP_CACHE;
+        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mode) = modes.get_mut(&ino) {
+            *mode.open_count() += 1;
+            match mode {
+                InodeMode::Passthrough { backing, .. } => {
+                    FsStats::add(&self.fs.shared.stats.passthrough_opens, 1);
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), backing)
+                }
+                InodeMode::Daemon { .. } => reply.opened(FileHandle(fh), keep),
+            }
+            return;
+        }
+        let local = self
+            .passthrough
+            .load(Ordering::Relaxed)
+            .then(|| self.fs.local_file(fh))
+            .flatten();
+        let backing = local.and_then(|f| match reply.open_backing(&f) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.refuse_passthrough(&format!("the kernel refused a backing file: {e}"));
+                None
+            }
+        });
+        match backing {
+            Some(backing) => {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    tracing::info!(
+                        "files complete in the disk cache are read through FUSE passthrough"
+                    )
+                });
+                FsStats::add(&self.fs.shared.stats.passthrough_opens, 1);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+                modes.insert(ino, InodeMode::Passthrough { backing, open: 1 });
+            }
+            None => {
+                reply.opened(FileHandle(fh), keep);
+                modes.insert(ino, InodeMode::Daemon { open: 1 });
+            }
+        }
+    }
+
+    fn closed(&self, ino: u64) {
+        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mode) = modes.get_mut(&ino) {
+            let n = mode.open_count();
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                modes.remove(&ino);
+            }
+        }
+    }
 }
 
 fn errno(e: i32) -> Errno {
@@ -85,6 +206,20 @@ impl fuser::Filesystem for Adapter {
         // many read-ahead requests outstanding.
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        if self.passthrough.load(Ordering::Relaxed) {
+            // Depth 2: the cache directory may itself be on a stacked file
+            // system (overlayfs in a container).
+            let negotiated = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && match config.set_max_stack_depth(2) {
+                    Ok(_) => true,
+                    Err(max) => max > 0 && config.set_max_stack_depth(max).is_ok(),
+                };
+            if !negotiated {
+                self.refuse_passthrough(
+                    "the kernel does not offer it; it needs Linux 6.9 or later",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -105,7 +240,7 @@ impl fuser::Filesystem for Adapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
             // Objects never change under the mount: keep the page cache across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => self.reply_open(ino.0, fh, reply),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -138,7 +273,7 @@ impl fuser::Filesystem for Adapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -146,6 +281,7 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        self.closed(ino.0);
         reply.ok();
     }
 

@@ -13,7 +13,9 @@
 //! - [`fs`]: the file system operations, free of FUSE types;
 //! - [`fuse`]: the thin `fuser` adapter; [`mount`]: mounting, readiness,
 //!   stale-mount clean-up and unmounting;
-//! - [`disk`]: the optional disk cache of blocks.
+//! - [`disk`]: the disk cache of whole objects, kept across mounts;
+//! - [`background`]: the whole-channel prefetch into the disk cache;
+//! - [`object`]: the compact per-object table the read path indexes.
 //!
 //! Read path tuning (defaults measured against `chute serve` on loopback, see
 //! doc/BENCHMARKING.md): read-ahead starts at 1 MiB after a first read at
@@ -21,22 +23,28 @@
 //! run in parallel; cross-file read-ahead keeps up to 32 MiB (at most 4 MiB per
 //! file) of the next files in listing order in flight.
 
+mod background;
 mod cache;
 mod disk;
 mod error;
 mod fetch;
 mod fs;
+#[cfg(test)]
+mod fs_tests;
 mod fuse;
 mod mount;
+mod object;
 mod prefetch;
+#[cfg(test)]
+mod scale_tests;
 mod stats;
 mod tree;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::FastFileError;
-pub use mount::{mount, unmount_path, Mount};
+pub use mount::{is_fd_mountpoint, mount, unmount_path, Mount};
 pub use stats::MountSummary;
 
 /// Read-path parameters; the defaults are the measured ones.
@@ -58,10 +66,16 @@ pub struct Tuning {
     pub prefetch_concurrency: usize,
     /// Kernel read-ahead per file, in KiB (set on the mount's BDI when allowed).
     pub kernel_readahead_kb: u32,
+    /// GETs in flight for the whole-channel prefetch (File mode's number).
+    pub background_concurrency: usize,
+    /// Largest GET of the whole-channel prefetch (File mode's part size).
+    pub background_part_size: u64,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
+        // The whole-channel prefetch is a download: it runs at File mode's settings.
+        let file_mode = chute_download::DownloadOptions::default();
         Tuning {
             initial_window: 1 << 20,
             max_window: 64 << 20,
@@ -71,6 +85,8 @@ impl Default for Tuning {
             cross_file_max: 256,
             prefetch_concurrency: 32,
             kernel_readahead_kb: 1024,
+            background_concurrency: file_mode.concurrency,
+            background_part_size: file_mode.part_size,
         }
     }
 }
@@ -88,9 +104,14 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Memory for read-ahead and cached blocks, all handles together.
     pub max_memory: u64,
-    /// Disk cache of blocks, off when `None`.
-    pub cache_dir: Option<PathBuf>,
-    pub cache_size: u64,
+    /// Disk cache of whole objects, kept across mounts; off when `None`.
+    pub cache: Option<CacheOptions>,
+    /// What to fetch before readers ask; `None`: [`Prefetch::All`] with a
+    /// disk cache, [`Prefetch::Ahead`] without.
+    pub prefetch: Option<Prefetch>,
+    /// Serve files complete in the disk cache through FUSE passthrough where
+    /// the kernel allows it (reads then never reach this process).
+    pub passthrough: bool,
     /// FUSE worker threads (each with its own `/dev/fuse` clone).
     pub threads: usize,
     /// Period of the `info` throughput line; `None` for none.
@@ -109,8 +130,9 @@ impl Default for MountOptions {
             dir_mode: 0o555,
             allow_other: false,
             max_memory: default_max_memory(),
-            cache_dir: None,
-            cache_size: 0,
+            cache: None,
+            prefetch: None,
+            passthrough: true,
             threads: 4,
             stats_interval: Some(Duration::from_secs(10)),
             fs_name: "chute".into(),
@@ -119,26 +141,53 @@ impl Default for MountOptions {
     }
 }
 
+/// Where the disk cache lives and how large it may grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// Shared by every mount that names it; entries are keyed by bucket, key,
+    /// ETag and size, so channels and mounts never see each other's bytes.
+    pub dir: PathBuf,
+    /// Most bytes the directory may hold; `None`: what it holds now plus what
+    /// the channel still needs, within the free space less a reserve.
+    pub size: Option<u64>,
+}
+
+/// How much of the channel is fetched before readers ask for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Every object, in plan order, into the disk cache (needs one), plus `Ahead`.
+    All,
+    /// Read-ahead within open files and into the next files in listing order.
+    Ahead,
+    /// Only what readers ask for.
+    Off,
+}
+
+impl MountOptions {
+    /// The prefetch mode in effect.
+    pub fn prefetch_mode(&self) -> Prefetch {
+        match (self.prefetch, &self.cache) {
+            (Some(Prefetch::All), None) => Prefetch::Ahead,
+            (Some(p), _) => p,
+            (None, Some(_)) => Prefetch::All,
+            (None, None) => Prefetch::Ahead,
+        }
+    }
+}
+
+/// The default disk cache directory for a mount at (or a channel directory
+/// under) `beside`: `.chute-cache` next to it, on the same volume, at a path
+/// that does not change between runs so a later mount finds the entries.
+pub fn default_cache_dir(beside: &Path) -> PathBuf {
+    let parent = match beside.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    parent.join(".chute-cache")
+}
+
 /// An eighth of the memory this process may use (the machine's, or the
 /// container's cgroup limit when lower), at most 2 GiB and at least 64 MiB.
 pub fn default_max_memory() -> u64 {
-    let ram = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024);
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    let mem = match (ram, cgroup) {
-        (Some(r), Some(c)) => r.min(c),
-        (Some(r), None) => r,
-        (None, Some(c)) => c,
-        (None, None) => 8 << 30,
-    };
-    (mem / 8).clamp(64 << 20, 2 << 30)
+    chute_machine::default_max_memory(2 << 30)
 }

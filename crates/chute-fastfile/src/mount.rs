@@ -6,32 +6,27 @@
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use chute_plan::Plan;
 use chute_s3::Client;
 use fuser::{BackgroundSession, MountOption, SessionACL};
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags};
-use tokio::sync::Semaphore;
 
-use crate::cache::{BlockCache, BufferPool};
-use crate::disk::DiskCache;
-use crate::fetch::{ObjectRef, Shared};
-use crate::fs::{FastFs, Presentation};
+use crate::background;
+use crate::fs::FastFs;
 use crate::fuse::Adapter;
-use crate::stats::FsStats;
-use crate::tree::Tree;
-use crate::{FastFileError, MountOptions, MountSummary};
+use crate::{FastFileError, MountOptions, MountSummary, Prefetch};
+
+#[path = "fd.rs"]
+mod fd;
+pub use fd::is_fd_mountpoint;
 
 /// `statfs` type of a FUSE file system.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// Replies that span blocks are assembled in buffers of the largest FUSE read.
-const SCRATCH_SIZE: usize = 1 << 20;
-const SCRATCH_KEPT: usize = 16;
 
 /// A live mount. Dropping it unmounts.
 pub struct Mount {
@@ -45,6 +40,8 @@ pub struct Mount {
     conn: Option<u64>,
     started: Instant,
     stats_task: Option<tokio::task::JoinHandle<()>>,
+    /// The whole-channel prefetch, when on.
+    background: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Mount {
@@ -65,93 +62,13 @@ pub fn mount(
     opts: MountOptions,
     runtime: tokio::runtime::Handle,
 ) -> Result<Mount, FastFileError> {
+    if let Some(n) = fd::fd_number(mountpoint) {
+        return fd::mount_on_fd(client, plan, mountpoint, n, opts, runtime);
+    }
     check_options(&opts)?;
     let mp = prepare_mountpoint(mountpoint)?;
-
-    let (tree, conflicts) = Tree::build(&plan);
-    for c in &conflicts {
-        tracing::warn!(path = %c, "path clashes with another entry of the plan; left out of the mount");
-    }
-    let objects: Vec<ObjectRef> = plan
-        .objects
-        .into_iter()
-        .map(|o| ObjectRef {
-            bucket: o.bucket().to_owned(),
-            key: o.key().to_owned(),
-            etag: o.etag().map(|e| e.to_string()),
-            size: o.size,
-            path: o.path().to_owned(),
-            stale: AtomicBool::new(false),
-        })
-        .collect();
-    let stats = Arc::new(FsStats::default());
-    // Blocks get seven eighths of the budget; the rest is for bytes in
-    // flight outside the cache (HTTP buffers, replies being assembled).
-    let block_budget = opts.max_memory / 8 * 7;
-    let disk =
-        match &opts.cache_dir {
-            Some(dir) => Some(DiskCache::create(dir, opts.cache_size).map_err(|e| {
-                FastFileError::Options(format!("--cache-dir {}: {e}", dir.display()))
-            })?),
-            None => None,
-        };
-    let shared = Arc::new(Shared {
-        client: client.clone(),
-        objects,
-        cache: BlockCache::new(block_budget, stats.clone()),
-        pool: BufferPool::blocks(block_budget),
-        scratch: BufferPool::new(SCRATCH_SIZE, false, SCRATCH_KEPT),
-        disk,
-        stats,
-        rt: runtime.clone(),
-        prefetch_slots: Arc::new(Semaphore::new(opts.tuning.prefetch_concurrency.max(1))),
-        tuning: opts.tuning.clone(),
-    });
-    let fs = Arc::new(FastFs::new(
-        tree,
-        shared,
-        Presentation {
-            uid: opts.uid,
-            gid: opts.gid,
-            file_mode: opts.file_mode,
-            dir_mode: opts.dir_mode,
-            time: SystemTime::now(),
-        },
-    ));
-    let adapter = Adapter {
-        fs: fs.clone(),
-        rt: runtime.clone(),
-        max_readahead: opts.tuning.kernel_readahead_kb.saturating_mul(1024),
-    };
-
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(opts.fs_name.clone()),
-        MountOption::Subtype("chute".into()),
-        MountOption::RO,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoAtime,
-        MountOption::DefaultPermissions,
-    ];
-    config.acl = if opts.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    config.n_threads = Some(opts.threads.max(1));
-    config.clone_fd = true;
-    let session =
-        fuser::Session::new(adapter, &mp, &config).map_err(|source| FastFileError::Mount {
-            path: mp.clone(),
-            hint: mount_hint(&source),
-            source,
-        })?;
-    let session = session.spawn().map_err(|source| FastFileError::Mount {
-        path: mp.clone(),
-        hint: "cannot start the FUSE threads",
-        source,
-    })?;
+    let fs = Arc::new(FastFs::build(plan, client.clone(), &opts, runtime.clone())?);
+    let session = start_session(fs.clone(), &mp, &opts, &runtime)?;
     let mut mount = Mount {
         mountpoint: mp.clone(),
         fs,
@@ -160,6 +77,7 @@ pub fn mount(
         conn: None,
         started: Instant::now(),
         stats_task: None,
+        background: None,
     };
     // From here on, dropping `mount` unmounts: no failure leaves a mount behind.
     wait_ready(&mp)?;
@@ -178,14 +96,63 @@ pub fn mount(
             mount.started,
         )));
     }
+    if opts.prefetch_mode() == Prefetch::All {
+        mount.background = background::start(&mount.fs.shared);
+    }
     tracing::info!(
         mountpoint = %mp.display(),
         files = mount.fs.tree.files,
         dirs = mount.fs.tree.dirs,
         max_memory = opts.max_memory,
+        prefetch = ?opts.prefetch_mode(),
+        disk_cache = mount.fs.shared.disk.is_some(),
         "mounted"
     );
     Ok(mount)
+}
+
+/// The FUSE session serving `fs` at `mp`, on its own threads.
+fn start_session(
+    fs: Arc<FastFs>,
+    mp: &Path,
+    opts: &MountOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<BackgroundSession, FastFileError> {
+    let passthrough = opts.passthrough && fs.shared.disk.is_some();
+    let adapter = Adapter::new(
+        fs,
+        runtime.clone(),
+        opts.tuning.kernel_readahead_kb.saturating_mul(1024),
+        passthrough,
+    );
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(opts.fs_name.clone()),
+        MountOption::Subtype("chute".into()),
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let session =
+        fuser::Session::new(adapter, mp, &config).map_err(|source| FastFileError::Mount {
+            path: mp.to_path_buf(),
+            hint: mount_hint(&source),
+            source,
+        })?;
+    session.spawn().map_err(|source| FastFileError::Mount {
+        path: mp.to_path_buf(),
+        hint: "cannot start the FUSE threads",
+        source,
+    })
 }
 
 fn check_options(opts: &MountOptions) -> Result<(), FastFileError> {
@@ -200,11 +167,6 @@ fn check_options(opts: &MountOptions) -> Result<(), FastFileError> {
             "--max-memory {} is too small: give at least 8MiB",
             opts.max_memory
         )));
-    }
-    if opts.cache_dir.is_some() && opts.cache_size == 0 {
-        return Err(FastFileError::Options(
-            "--cache-dir needs --cache-size (for example --cache-size 10GiB)".into(),
-        ));
     }
     if opts.threads == 0 || opts.threads > 64 {
         return Err(FastFileError::Options(format!(
@@ -424,6 +386,15 @@ impl Mount {
         summary_of(&self.fs, &self.client, self.started)
     }
 
+    /// Reads this mount's counters from elsewhere (the metrics endpoint);
+    /// `None` once the mount is gone. Holds no memory of the mount alive.
+    pub fn summary_source(&self) -> impl Fn() -> Option<MountSummary> + Send + Sync + 'static {
+        let fs = Arc::downgrade(&self.fs);
+        let client = self.client.clone();
+        let started = self.started;
+        move || fs.upgrade().map(|fs| summary_of(&fs, &client, started))
+    }
+
     /// Resolves when the file system has gone away without [`Mount::unmount`]
     /// (`chute unmount`, `umount`, `fusermount3 -u`).
     pub async fn closed(&self) {
@@ -451,8 +422,16 @@ impl Mount {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+
         if let Some(t) = self.stats_task.take() {
             t.abort();
+        }
+        if let Some(t) = self.background.take() {
+            t.abort();
+        }
+        if fd::is_fd_mountpoint(&self.mountpoint) {
+            fd::release(session);
+            return Ok(());
         }
         let mp = self.mountpoint.clone();
         let mut result = Ok(());
@@ -513,6 +492,9 @@ impl Mount {
         // threads (its own unmount attempt finds nothing and says so).
         if let Err(e) = session.umount_and_join() {
             tracing::debug!("FUSE session ended with: {e}");
+        }
+        if let Some(disk) = &self.fs.shared.disk {
+            disk.settle(Duration::from_secs(30));
         }
         result
     }

@@ -16,8 +16,13 @@ pub(crate) struct FsStats {
     pub bytes_prefetched: AtomicU64,
     /// Bytes fetched because a reader asked for them and they were not there.
     pub bytes_demand: AtomicU64,
-    /// Bytes read from the disk cache instead of S3.
+    /// Bytes read from the disk cache instead of S3 (passthrough reads,
+    /// which never reach the daemon, are not counted).
     pub bytes_disk: AtomicU64,
+    /// Bytes the whole-channel prefetch wrote into the disk cache.
+    pub bytes_background: AtomicU64,
+    /// Opens answered with FUSE passthrough to a disk cache entry.
+    pub passthrough_opens: AtomicU64,
     pub block_hits: AtomicU64,
     pub block_waits: AtomicU64,
     pub block_misses: AtomicU64,
@@ -42,6 +47,8 @@ impl FsStats {
             bytes_prefetched: l(&self.bytes_prefetched),
             bytes_demand: l(&self.bytes_demand),
             bytes_disk: l(&self.bytes_disk),
+            bytes_background: l(&self.bytes_background),
+            passthrough_opens: l(&self.passthrough_opens),
             block_hits: l(&self.block_hits),
             block_waits: l(&self.block_waits),
             block_misses: l(&self.block_misses),
@@ -65,7 +72,12 @@ pub struct MountSummary {
     pub bytes_served: u64,
     pub bytes_prefetched: u64,
     pub bytes_demand: u64,
+    /// Bytes served from the disk cache through the daemon.
     pub bytes_disk: u64,
+    /// Bytes the whole-channel prefetch fetched into the disk cache.
+    pub bytes_background: u64,
+    /// Opens served by FUSE passthrough (their reads bypass the daemon).
+    pub passthrough_opens: u64,
     /// Blocks a read found ready in memory.
     pub block_hits: u64,
     /// Blocks a read found in flight (fetched ahead, not yet arrived).
@@ -102,6 +114,8 @@ impl MountSummary {
             bytes_prefetched: self.bytes_prefetched - earlier.bytes_prefetched,
             bytes_demand: self.bytes_demand - earlier.bytes_demand,
             bytes_disk: self.bytes_disk - earlier.bytes_disk,
+            bytes_background: self.bytes_background - earlier.bytes_background,
+            passthrough_opens: self.passthrough_opens - earlier.passthrough_opens,
             block_hits: self.block_hits - earlier.block_hits,
             block_waits: self.block_waits - earlier.block_waits,
             block_misses: self.block_misses - earlier.block_misses,
@@ -120,18 +134,22 @@ impl fmt::Display for MountSummary {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         write!(
             f,
-            "served {:.1} MB in {} reads ({:.1} MB/s over {:.1}s); {} GETs, {:.1} MB received \
-             ({:.1} MB prefetched, {:.1} MB on demand, {:.1} MB from disk cache); \
+            "{} GETs, {:.1} MB received ({:.1} MB prefetched into the disk cache, {:.1} MB \
+             read ahead, {:.1} MB on demand); {:.1} MB from disk cache; {} of {} opens by \
+             passthrough; served {:.1} MB in {} reads ({:.1} MB/s over {:.1}s); \
              cache hit rate {:.1}%; {} retries; {} read errors; peak cache {:.1} MB",
+            self.get_requests,
+            self.bytes_received as f64 / 1e6,
+            self.bytes_background as f64 / 1e6,
+            self.bytes_prefetched as f64 / 1e6,
+            self.bytes_demand as f64 / 1e6,
+            self.bytes_disk as f64 / 1e6,
+            self.passthrough_opens,
+            self.opens,
             self.bytes_served as f64 / 1e6,
             self.reads,
             self.bytes_served as f64 / 1e6 / secs,
             secs,
-            self.get_requests,
-            self.bytes_received as f64 / 1e6,
-            self.bytes_prefetched as f64 / 1e6,
-            self.bytes_demand as f64 / 1e6,
-            self.bytes_disk as f64 / 1e6,
             self.hit_rate() * 100.0,
             self.retries,
             self.errors,

@@ -284,6 +284,24 @@ fn link(channel: &str, target: &Path, path: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
+/// FastFile channels keep a disk cache by default, shared by every channel, in
+/// `<input-dir>/.chute-cache` (beside `<input-dir>/data`, on the same volume,
+/// found again by the next run); sized from free space and the channel.
+fn fastfile_cache(mountpoint: &std::path::Path) -> Option<chute_fastfile::CacheOptions> {
+    let data_dir = mountpoint.parent()?;
+    let dir = chute_fastfile::default_cache_dir(data_dir);
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(chute_fastfile::CacheOptions { dir, size: None }),
+        Err(e) => {
+            tracing::warn!(
+                "FastFile channels run without a disk cache: cannot create {}: {e}",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
 async fn mount(
     spec: &ChannelSpec,
     client: chute_s3::Client,
@@ -333,6 +351,7 @@ async fn mount(
     let opts = chute_fastfile::MountOptions {
         max_memory: budget,
         fs_name: format!("chute:{}", spec.name),
+        cache: fastfile_cache(&path),
         ..chute_fastfile::MountOptions::default()
     };
     let runtime = tokio::runtime::Handle::current();
