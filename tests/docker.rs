@@ -261,3 +261,78 @@ fn compose_example_runs_under_chute_run() {
     assert!(text.contains("records (Pipe, RecordIO) epoch 1:"), "{text}");
     assert!(text.contains("training done"), "{text}");
 }
+
+/// The Dockerfile's `docker run` example ends in the command the container runs
+/// (after the image name, `chute`): it must be a program the runtime image
+/// (debian slim plus fuse3) has, so the example works as printed.
+#[test]
+fn dockerfile_example_command_runs_in_that_image() {
+    let dockerfile = read("Dockerfile");
+    let example: Vec<&str> = dockerfile
+        .lines()
+        .map(|l| l.trim_start_matches('#').trim())
+        .skip_while(|l| !l.starts_with("docker run"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let last = example.last().expect("a docker run example");
+    let command = last
+        .strip_prefix("chute ")
+        .unwrap_or_else(|| panic!("the example's last line starts with the image: {last}"));
+    let program = command.split_whitespace().next().expect("a command");
+    // What debian:bookworm-slim ships (dash, coreutils, findutils, grep).
+    let in_image = [
+        "sh", "bash", "ls", "cat", "head", "find", "du", "grep", "true",
+    ];
+    assert!(
+        in_image.contains(&program),
+        "the example runs '{program}', which the runtime image lacks"
+    );
+    let joined = example.join(" ");
+    assert!(
+        joined.contains("--security-opt apparmor=unconfined"),
+        "{joined}"
+    );
+    assert!(!dockerfile.contains("apparmor:unconfined"));
+}
+
+#[test]
+fn kubernetes_example_uses_a_service_account_and_scratch_input() {
+    let k8s = read("k8s/indexed-job.yaml");
+    let live: Vec<&str> = k8s
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        !live
+            .iter()
+            .any(|l| l.contains("secretRef") || l.contains("AWS_SECRET_ACCESS_KEY")),
+        "credentials come from the service account, not a Secret"
+    );
+    for needle in [
+        "kind: ServiceAccount",
+        "eks.amazonaws.com/role-arn",
+        "serviceAccountName: chute-trainer",
+        "emptyDir",
+        "mountPath: /opt/ml/input",
+        "appArmorProfile: {type: Unconfined}",
+        "CHUTE_METRICS_ADDR",
+    ] {
+        assert!(k8s.contains(needle), "indexed-job.yaml lacks {needle}");
+    }
+    if let Some(docs) = yaml_docs("k8s/indexed-job.yaml") {
+        let job = docs.iter().find(|d| d["kind"] == "Job").expect("a Job");
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "chute-trainer");
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        let input = volumes
+            .iter()
+            .find(|v| v["name"] == "input")
+            .expect("input volume");
+        assert!(input["emptyDir"].is_object(), "{input}");
+        let sa = docs
+            .iter()
+            .find(|d| d["kind"] == "ServiceAccount")
+            .expect("a ServiceAccount");
+        assert_eq!(sa["metadata"]["name"], "chute-trainer");
+    }
+}

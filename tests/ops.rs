@@ -674,3 +674,43 @@ fn mount_through_mount_fuse3_serves_exact_bytes_like_an_fstab_line() {
         );
     }
 }
+
+#[test]
+fn chute_run_serves_the_metrics_of_every_channel() {
+    let srv = Serve::start();
+    srv.put("run/train/a.bin", &pattern(300_000, 60));
+    srv.put("run/val/b.bin", &pattern(20_000, 61));
+    let work = tempfile::tempdir().expect("tempdir");
+    let marker = work.path().join("scraped");
+    // The command waits until the test has scraped, so the job is still running.
+    let wait = format!("while [ ! -e '{}' ]; do sleep 0.1; done", marker.display());
+    let mut job = Watched::spawn(
+        srv.chute("run")
+            .env("CHUTE_METRICS_ADDR", "127.0.0.1:0")
+            .env("CHUTE_INPUT_DIR", work.path().join("input"))
+            .arg("--channel")
+            .arg(format!("train=s3://{BUCKET}/run/train/"))
+            .arg("--channel")
+            .arg(format!("val=s3://{BUCKET}/run/val/"))
+            .args(["--", "sh", "-c", &wait]),
+    );
+    let addr = job.metrics_addr();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let m = loop {
+        let m = parse_exposition(&scrape(&addr).1);
+        let done = |c: &str, n: f64| {
+            m.get(&format!("chute_bytes_fetched_total{{channel=\"{c}\"}}"))
+                .is_some_and(|&v| v >= n)
+        };
+        if done("train", 300_000.0) && done("val", 20_000.0) {
+            break m;
+        }
+        assert!(job.running() && Instant::now() < deadline, "{m:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(sample(&m, "chute_s3_requests_total{channel=\"train\",op=\"get\"}") >= 1.0);
+    assert!(sample(&m, "chute_s3_requests_total{channel=\"val\",op=\"list\"}") >= 1.0);
+    std::fs::write(&marker, b"").expect("marker");
+    let (code, out) = job.finish(None);
+    assert_eq!(code, Some(0), "{out}");
+}
