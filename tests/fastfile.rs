@@ -165,10 +165,19 @@ fn mount_cmd(srv: &Serve, source: &str, mp: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
-fn mount(srv: &Serve, source: &str, extra: &[&str]) -> MountProc {
+/// A fresh mount point `<tempdir>/mnt`: the default disk cache then lives in
+/// `<tempdir>/.chute-cache` and goes away with the test.
+fn mountpoint() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("mountpoint");
-    let cmd = mount_cmd(srv, source, dir.path(), extra);
-    MountProc::start(cmd, dir.path().to_path_buf(), Some(dir))
+    let mp = dir.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir mnt");
+    (dir, mp)
+}
+
+fn mount(srv: &Serve, source: &str, extra: &[&str]) -> MountProc {
+    let (dir, mp) = mountpoint();
+    let cmd = mount_cmd(srv, source, &mp, extra);
+    MountProc::start(cmd, mp, Some(dir))
 }
 
 fn file_sha(p: &Path) -> std::io::Result<(u64, String)> {
@@ -414,8 +423,8 @@ fn bad_sources_exit_3_and_leave_no_mount() {
     }
     let srv = Serve::start();
     srv.put("p/f.bin", b"x");
-    let dir = tempfile::tempdir().expect("mp");
-    let mp = dir.path();
+    let (_dir, mp) = mountpoint();
+    let mp = mp.as_path();
     let cases: Vec<(&str, Command)> = vec![
         ("no such bucket", {
             let mut c = srv.chute("mount");
@@ -527,8 +536,7 @@ fn daemon_returns_when_ready_and_unmount_ends_it() {
     let srv = Serve::start();
     let data = pattern(5 << 20, 77);
     srv.put("d/x.bin", &data);
-    let dir = tempfile::tempdir().expect("mp");
-    let mp = dir.path().to_path_buf();
+    let (_dir, mp) = mountpoint();
     struct Guard(PathBuf);
     impl Drop for Guard {
         fn drop(&mut self) {
@@ -585,8 +593,7 @@ fn stale_mount_of_a_killed_process_is_cleared() {
     let srv = Serve::start();
     let data = pattern(1 << 20, 5);
     srv.put("s/x.bin", &data);
-    let dir = tempfile::tempdir().expect("mp");
-    let mp = dir.path().to_path_buf();
+    let (dir, mp) = mountpoint();
     let mut first = MountProc::start(mount_cmd(&srv, "s3://data/s/", &mp, &[]), mp.clone(), None);
     let (_, _) = first.stop_with("KILL");
     // A dead FUSE mount: statfs reaches the (gone) file system and fails.
