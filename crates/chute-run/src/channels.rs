@@ -81,6 +81,7 @@ pub async fn resolve_all(
                     channel: spec.name.clone(),
                     source: Box::new(source),
                 })?;
+                chute_metrics::global().add_client(&spec.name, channel.client.stats().clone());
                 tracing::info!(
                     channel = %spec.name,
                     "{}: {} objects, {} bytes, listed in {:.2}s",
@@ -378,6 +379,7 @@ async fn mount(
         path.display(),
         t.elapsed().as_secs_f64()
     );
+    chute_metrics::global().add_mount(&spec.name, mounted.summary_source());
     active.live.push(Live::Mount {
         channel: spec.name.clone(),
         mount: mounted,
