@@ -684,3 +684,118 @@ fn memory_stays_within_the_budget() {
     assert_eq!(code, Some(0));
     assert!(peak < (256 + 64) << 20, "peak RSS {peak} bytes");
 }
+
+/// Entry files in a disk cache directory.
+fn cache_entries(dir: &Path) -> usize {
+    let Ok(subs) = std::fs::read_dir(dir.join("v1")) else {
+        return 0;
+    };
+    subs.flatten()
+        .filter(|s| s.file_name() != "tmp")
+        .map(|s| std::fs::read_dir(s.path()).map_or(0, |d| d.count()))
+        .sum()
+}
+
+/// The `N GETs` and `P of O opens by passthrough` of the unmount summary.
+fn summary_counts(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("chute mount: unmounted"))
+        .unwrap_or_else(|| panic!("no summary line in: {stderr}"));
+    let number_before = |word: &str| -> u64 {
+        let at = line
+            .find(word)
+            .unwrap_or_else(|| panic!("{word} in {line}"));
+        line[..at]
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("number before {word} in {line}"))
+    };
+    let passthrough = {
+        let at = line
+            .find(" opens by passthrough")
+            .expect("passthrough count");
+        let words: Vec<&str> = line[..at].split_whitespace().collect();
+        words[words.len() - 3].parse().expect("passthrough number")
+    };
+    (number_before(" GETs"), passthrough)
+}
+
+#[test]
+fn disk_cache_by_default_is_reused_by_the_next_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Serve::start();
+    let mut want = BTreeMap::new();
+    for i in 0..20u64 {
+        let d = pattern(50_000 + (i as usize) * 1000, 300 + i);
+        want.insert(format!("c/f{i:02}.bin"), sha256(&d));
+        srv.put(&format!("cached/c/f{i:02}.bin"), &d);
+    }
+    let (dir, mp) = mountpoint();
+    let cache = dir.path().join(".chute-cache");
+    let read_all = |root: &Path| {
+        for (rel, sha) in &want {
+            assert_eq!(&file_sha(&root.join(rel)).expect("read").1, sha, "{rel}");
+        }
+    };
+    // First mount: the default cache beside the mount point, filled by the prefetch.
+    let mut m = MountProc::start(
+        mount_cmd(&srv, "s3://data/cached/", &mp, &[]),
+        mp.clone(),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cache_entries(&cache) < want.len() {
+        assert!(
+            Instant::now() < deadline,
+            "prefetch into {}",
+            cache.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    read_all(&mp);
+    let (code, err) = m.stop_with("TERM");
+    assert_eq!(code, Some(0), "{err}");
+    let (gets, _) = summary_counts(&err);
+    assert_eq!(gets, want.len() as u64, "one GET per object: {err}");
+
+    // Second mount: everything from the cache, no GET.
+    let mut m = MountProc::start(
+        mount_cmd(&srv, "s3://data/cached/", &mp, &[]),
+        mp.clone(),
+        None,
+    );
+    read_all(&mp);
+    let (code, err) = m.stop_with("TERM");
+    assert_eq!(code, Some(0), "{err}");
+    let (gets, passthrough) = summary_counts(&err);
+    assert_eq!(gets, 0, "{err}");
+    eprintln!("passthrough opens on the second mount: {passthrough}");
+
+    // Forced fallback: same bytes, no passthrough, no GET.
+    let mut m = MountProc::start(
+        mount_cmd(&srv, "s3://data/cached/", &mp, &["--no-passthrough"]),
+        mp.clone(),
+        None,
+    );
+    read_all(&mp);
+    let (code, err) = m.stop_with("TERM");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(summary_counts(&err), (0, 0), "{err}");
+
+    // --no-cache: no cache directory, GETs again.
+    std::fs::remove_dir_all(&cache).expect("rm cache");
+    let mut m = MountProc::start(
+        mount_cmd(&srv, "s3://data/cached/", &mp, &["--no-cache"]),
+        mp.clone(),
+        Some(dir),
+    );
+    read_all(&mp);
+    let (code, err) = m.stop_with("TERM");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(summary_counts(&err).0 >= want.len() as u64, "{err}");
+    assert!(!cache.exists(), "--no-cache creates no cache directory");
+}
