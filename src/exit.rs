@@ -75,3 +75,22 @@ pub fn render(err: &anyhow::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_is_classified_by_its_own_crate() {
+        let unknown = "Sharded".parse::<chute_plan::Distribution>().unwrap_err();
+        assert_eq!(code_for(&anyhow::Error::new(unknown)), 2);
+        let shard = chute_plan::Shard::new(3, 2).unwrap_err();
+        assert_eq!(code_for(&anyhow::Error::new(shard)), 2);
+        let missing = StoreError::NoSuchBucket { bucket: "b".into() };
+        let listing = anyhow::Error::new(ChannelError::Store(missing)).context("listing");
+        assert_eq!(code_for(&listing), 3);
+        let internal = DownloadError::Internal("a task panicked".into());
+        assert_eq!(code_for(&anyhow::Error::new(internal)), 1);
+        assert_eq!(code_for(&anyhow::anyhow!("no class")), 1);
+    }
+}
