@@ -714,3 +714,49 @@ fn chute_run_serves_the_metrics_of_every_channel() {
     let (code, out) = job.finish(None);
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// The other side of the ESC check: on a terminal (a pty from `script`) log
+/// lines are coloured, unless `NO_COLOR` asks for none.
+#[test]
+fn colours_only_on_a_terminal_without_no_color() {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_script {
+        assert!(!chute_testkit::need::in_ci(), "script(1) missing (CI=true)");
+        eprintln!("SKIPPED colours_only_on_a_terminal: script(1) is not installed");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let state = work.path().join("state");
+    let src = work.path().join("src");
+    write_file(&src.join("a.bin"), &pattern(1_000, 70));
+    let on_tty = |no_color: Option<&str>| {
+        // A fresh unknown state file each time: the warning to colour.
+        std::fs::write(&state, "not a chute state file\n").expect("state file");
+        let _ = std::fs::remove_dir_all(work.path().join("dest"));
+        // No progress bar: it draws with escape sequences of its own.
+        let line = format!(
+            "{} download --no-progress file://{} {} --state-file {}",
+            env!("CARGO_BIN_EXE_chute"),
+            src.display(),
+            work.path().join("dest").display(),
+            state.display()
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]).stdin(Stdio::null());
+        match no_color {
+            Some(v) => cmd.env("NO_COLOR", v),
+            None => cmd.env_remove("NO_COLOR"),
+        };
+        let out = cmd.output().expect("run script");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("WARN"), "{text}");
+        out.stdout
+    };
+    assert!(on_tty(None).contains(&ESC), "a terminal gets colours");
+    assert_no_escapes("NO_COLOR=1 on a terminal", &on_tty(Some("1")));
+}
