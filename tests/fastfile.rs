@@ -691,7 +691,7 @@ fn cache_entries(dir: &Path) -> usize {
         return 0;
     };
     subs.flatten()
-        .filter(|s| s.file_name() != "tmp")
+        .filter(|s| s.file_name() != "partial")
         .map(|s| std::fs::read_dir(s.path()).map_or(0, |d| d.count()))
         .sum()
 }

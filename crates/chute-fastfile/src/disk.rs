@@ -43,7 +43,7 @@ use crate::object::{ObjectRef, Objects};
 
 /// Layout version: a later format gets a new sub-directory.
 const LAYOUT: &str = "v1";
-const TMP: &str = "tmp";
+const TMP: &str = "partial";
 const XATTR: &[u8] = b"user.chute.object\0";
 
 /// Per-object state bits.

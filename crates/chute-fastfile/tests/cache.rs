@@ -46,7 +46,7 @@ fn entries(dir: &Path) -> (usize, u64, Vec<PathBuf>) {
         return (0, 0, paths);
     };
     for sub in subs.flatten() {
-        if sub.file_name() == "tmp" {
+        if sub.file_name() == "partial" {
             continue;
         }
         for e in std::fs::read_dir(sub.path())
@@ -212,7 +212,7 @@ fn cut_cache_entries_are_never_served() {
     cut(&paths[0]);
     // ...a temporary file a crashed mount left (pid 1 is alive: kept; a
     // dead pid's file is removed; neither is ever served)...
-    let stray = cache.path().join("v1/tmp/0123.999999999.0");
+    let stray = cache.path().join("v1/partial/0123.999999999.0");
     std::fs::write(&stray, b"partial").expect("stray");
     for passthrough in [false, true] {
         let client = env.client(&env.endpoint(), fast_policy());
