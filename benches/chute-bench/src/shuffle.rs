@@ -531,7 +531,10 @@ pub async fn run(args: &ShuffleArgs) -> anyhow::Result<()> {
     for r in rows[at_download..at_mount].iter().chain(&ff_epochs) {
         r.print();
     }
-    for line in log.lines().filter(|l| l.contains("passthrough")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("passthrough") && !l.contains("unmounted"))
+    {
         println!("chute mount log: {}", line.trim());
     }
     if let Some(summary) = log.lines().rev().find(|l| l.contains("unmounted")) {
