@@ -267,7 +267,7 @@ enum Pending {
         gunzip: bool,
     },
     /// Too large to withhold: written as its bytes arrive.
-    Streamed(ItemWriter),
+    Streamed(Box<ItemWriter>),
 }
 
 impl Pending {
@@ -517,12 +517,12 @@ impl Writer {
                     gunzip,
                 }
             } else {
-                Pending::Streamed(ItemWriter::begin(
+                Pending::Streamed(Box::new(ItemWriter::begin(
                     &self.cfg,
                     part.size,
                     gunzip,
                     &mut open.out,
-                )?)
+                )?))
             });
         }
         let Some(item) = open.item.as_mut() else {
