@@ -129,12 +129,26 @@ pub async fn unmount(args: UnmountArgs) -> anyhow::Result<ExitCode> {
 
 /// Usage problems exit 2; the rest (no FUSE, no permission) exit 1.
 fn fastfile_error(e: FastFileError) -> anyhow::Error {
-    if let FastFileError::Cache { dir, source } = &e {
-        return UsageError(format!(
+    // The library's errors name no flags; these are worded in this command's terms.
+    let flag_message = match &e {
+        FastFileError::Cache { dir, source } => Some(format!(
             "cannot use the disk cache directory {}: {source} (give a writable one with --cache-dir, or --no-cache)",
             dir.display()
-        ))
-        .into();
+        )),
+        FastFileError::MemoryTooSmall { given, min } => Some(format!(
+            "--max-memory {given} is too small: give at least {}MiB",
+            min >> 20
+        )),
+        FastFileError::ThreadsOutOfRange { given, max } => {
+            Some(format!("--threads {given} is out of range (1-{max})"))
+        }
+        FastFileError::BadMode { file, dir } => Some(format!(
+            "--file-mode {file:o} / --dir-mode {dir:o}: permission bits must be within 7777"
+        )),
+        _ => None,
+    };
+    if let Some(message) = flag_message {
+        return UsageError(message).into();
     }
     if e.is_usage() {
         UsageError(e.to_string()).into()

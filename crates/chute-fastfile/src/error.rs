@@ -40,6 +40,17 @@ pub enum FastFileError {
     #[error("cannot unmount {path}: {detail}")]
     Unmount { path: PathBuf, detail: String },
 
+    #[error(
+        "permission bits must be within 0o7777, got {file:o} for files and {dir:o} for directories"
+    )]
+    BadMode { file: u16, dir: u16 },
+
+    #[error("a memory budget of {given} bytes is too small: at least {min} bytes")]
+    MemoryTooSmall { given: u64, min: u64 },
+
+    #[error("{given} FUSE threads is out of range: 1 to {max}")]
+    ThreadsOutOfRange { given: usize, max: usize },
+
     #[error("invalid mount option: {0}")]
     Options(String),
 
@@ -61,6 +72,9 @@ impl Classify for FastFileError {
             | FastFileError::NotADirectory { .. }
             | FastFileError::AlreadyMounted { .. }
             | FastFileError::NotMounted { .. }
+            | FastFileError::BadMode { .. }
+            | FastFileError::MemoryTooSmall { .. }
+            | FastFileError::ThreadsOutOfRange { .. }
             | FastFileError::Options(_)
             | FastFileError::Cache { .. } => ErrorClass::Usage,
             _ => ErrorClass::Local,

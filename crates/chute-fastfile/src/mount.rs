@@ -27,6 +27,9 @@ pub use fd::is_fd_mountpoint;
 /// `statfs` type of a FUSE file system.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Smallest memory budget: a few blocks per reader and some read-ahead.
+const MIN_MEMORY: u64 = 8 << 20;
+const MAX_THREADS: usize = 64;
 
 /// A live mount. Dropping it unmounts.
 pub struct Mount {
@@ -157,22 +160,22 @@ fn start_session(
 
 fn check_options(opts: &MountOptions) -> Result<(), FastFileError> {
     if opts.file_mode > 0o7777 || opts.dir_mode > 0o7777 {
-        return Err(FastFileError::Options(format!(
-            "modes must be octal permission bits (0000-7777), got file {:o}, dir {:o}",
-            opts.file_mode, opts.dir_mode
-        )));
+        return Err(FastFileError::BadMode {
+            file: opts.file_mode,
+            dir: opts.dir_mode,
+        });
     }
-    if opts.max_memory < (8 << 20) {
-        return Err(FastFileError::Options(format!(
-            "--max-memory {} is too small: give at least 8MiB",
-            opts.max_memory
-        )));
+    if opts.max_memory < MIN_MEMORY {
+        return Err(FastFileError::MemoryTooSmall {
+            given: opts.max_memory,
+            min: MIN_MEMORY,
+        });
     }
-    if opts.threads == 0 || opts.threads > 64 {
-        return Err(FastFileError::Options(format!(
-            "--threads {} is out of range (1-64)",
-            opts.threads
-        )));
+    if opts.threads == 0 || opts.threads > MAX_THREADS {
+        return Err(FastFileError::ThreadsOutOfRange {
+            given: opts.threads,
+            max: MAX_THREADS,
+        });
     }
     Ok(())
 }
