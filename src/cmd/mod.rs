@@ -1,12 +1,12 @@
 //! One module per subcommand.
 
+pub mod completions;
 mod demo;
 mod download;
 mod ls;
 pub mod mount;
 pub mod mount_compat;
 pub mod mount_helper;
-pub mod completions;
 pub mod pipe;
 mod run;
 mod serve;
