@@ -54,6 +54,7 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<ErrorClass> {
         StoreError,
         DownloadError,
         PipeError,
+        chute_fastfile::FastFileError,
         chute_run::RunError
     );
     None
