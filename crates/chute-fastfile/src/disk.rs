@@ -684,3 +684,78 @@ impl Drop for DiskCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chute_plan::{ETag, PlannedObject};
+
+    fn objects(n: usize, size: u64) -> Objects {
+        let bucket: Arc<str> = Arc::from("b");
+        Objects::from_plan(
+            (0..n)
+                .map(|i| {
+                    let key = format!("p/k{i}");
+                    let etag = ETag::new(&format!("\"{i:032x}\""));
+                    PlannedObject::new(bucket.clone(), key.as_str(), size, Some(etag), &key[2..])
+                })
+                .collect(),
+        )
+    }
+
+    fn fill(cache: &Arc<DiskCache>, objects: &Objects, i: u32, who: Writer) {
+        cache.put(objects, i, 0, &vec![i as u8; 100], who);
+        cache.settle(Duration::from_secs(10));
+    }
+
+    #[test]
+    fn entries_are_reused_checked_and_kept_within_the_limit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let objs = objects(4, 100);
+        let open = || {
+            Arc::new(
+                DiskCache::open(dir.path(), Some(300), &objs, rt.handle().clone())
+                    .expect("open")
+                    .expect("room"),
+            )
+        };
+        let cache = open();
+        for i in 0..3 {
+            fill(&cache, &objs, i, Writer::Background);
+            assert!(cache.is_complete(i));
+        }
+        // Full of entries no reader used: the prefetch may not evict them...
+        assert!(!cache.begin(&objs, 3, Writer::Background));
+        // ...once one was read, it may.
+        cache.mark_read(0);
+        fill(&cache, &objs, 3, Writer::Background);
+        assert!(cache.is_complete(3) && !cache.is_complete(0));
+        assert!(cache.used() <= 300);
+        let f = cache.entry(&objs, 3).expect("entry");
+        assert_eq!(
+            DiskCache::read_entry(&f, 0, 100),
+            Some(Bytes::from(vec![3u8; 100]))
+        );
+        drop(cache);
+
+        // The next mount finds them; a cut one is deleted, never served.
+        let cut = open();
+        assert_eq!(cut.scan.reusable, 3);
+        let victim = cut.path_of(cut.ids[1]);
+        File::options()
+            .write(true)
+            .open(&victim)
+            .and_then(|f| f.set_len(50))
+            .expect("truncate");
+        assert!(cut.entry(&objs, 1).is_none(), "cut while mounted");
+        assert!(!victim.exists());
+        drop(cut);
+        let again = open();
+        assert_eq!(again.scan.reusable, 2);
+        assert!(again.block(&objs, 2, 0).is_some());
+        assert!(again.block(&objs, 1, 0).is_none());
+    }
+}
