@@ -154,7 +154,8 @@ enum Live {
     },
     Mount {
         channel: String,
-        mount: chute_fastfile::Mount,
+        // Boxed: a mount is far larger than the other kinds of channel.
+        mount: Box<chute_fastfile::Mount>,
     },
     /// A mount point chute created, removed (when empty) after the unmount.
     MountPoint {
@@ -382,7 +383,7 @@ async fn mount(
     chute_metrics::global().add_mount(&spec.name, mounted.summary_source());
     active.live.push(Live::Mount {
         channel: spec.name.clone(),
-        mount: mounted,
+        mount: Box::new(mounted),
     });
     Ok(())
 }
