@@ -59,6 +59,7 @@ fn write_json(path: &Path, v: &Value) {
 ///   CPU of the machine (`multiprocessing.cpu_count()`); chute counts the CPUs its
 ///   affinity and cgroup quota allow, as the issue asks. Checked here against
 ///   the same rule computed in Python instead.
+///
 /// Not excluded: SM_NUM_GPUS and SM_NUM_NEURONS are the toolkit's own
 /// `nvidia-smi` / `neuron-ls` counts (both 0 where neither tool exists).
 const COMPARE: &str = r#"
