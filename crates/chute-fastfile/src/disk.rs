@@ -704,7 +704,7 @@ mod tests {
     }
 
     fn fill(cache: &Arc<DiskCache>, objects: &Objects, i: u32, who: Writer) {
-        cache.put(objects, i, 0, &vec![i as u8; 100], who);
+        cache.put(objects, i, 0, &[i as u8; 100], who);
         cache.settle(Duration::from_secs(10));
     }
 

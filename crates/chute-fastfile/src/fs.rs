@@ -521,7 +521,7 @@ fn open_disk_cache(
 /// Blocks a sequential read finished: the page cache has them now.
 fn consumed_blocks(blocks: &Range<u64>, end: u64, size: u64) -> Option<Range<u64>> {
     let last = blocks.end - 1;
-    let last_full = if end % BLOCK == 0 || end == size {
+    let last_full = if end.is_multiple_of(BLOCK) || end == size {
         Some(last)
     } else {
         last.checked_sub(1)
