@@ -35,6 +35,6 @@ pub use read::ReadStream;
 pub use retry::{ReadLimits, RetryPolicy};
 pub use s3::S3Store;
 pub use stats::{RetryCause, Stats, StatsSnapshot};
-pub use sts::parse_session_tag;
 pub use store::{GetResponse, ListPage, ObjectMeta, ObjectStore, MAX_OBJECT_SIZE};
+pub use sts::parse_session_tag;
 pub use write::{Completion, ObjectWrite, UploadedPart, Writer};

@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
 use chute_s3::Classify;
+use chute_testkit::proxy::{FaultKind, FaultProxy, FaultRule};
 use chute_upload::{upload_outputs, Compression, OutputConfig, UploadError, UploadOptions};
 use common::*;
 
@@ -144,9 +144,7 @@ async fn compression_none_uploads_files_as_they_are() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_upload_survives_503s_and_resets() {
     let server = ServedDir::start().await;
-    let proxy = FaultProxy::start(server.addr())
-        .await
-        .expect("proxy");
+    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
     for kind in [FaultKind::ServiceUnavailable, FaultKind::Reset] {
         proxy.push(
             FaultRule::new(kind)
