@@ -101,7 +101,7 @@ fn descend<'a>(root: &Path, rel: &'a Path) -> io::Result<Walk<'a>> {
             Err(e) => return Err(e.into()),
         };
     }
-    Ok(Walk::At(dir, *last))
+    Ok(Walk::At(dir, last))
 }
 
 fn classify(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Lookup> {
