@@ -31,7 +31,7 @@ pub fn channel_request(
     })
 }
 
-pub fn source_options(args: &SourceArgs) -> SourceOptions {
+fn source_options(args: &SourceArgs) -> SourceOptions {
     SourceOptions {
         s3: args.s3.s3_config(),
         ..SourceOptions::default()
@@ -39,7 +39,7 @@ pub fn source_options(args: &SourceArgs) -> SourceOptions {
 }
 
 /// The channel source from SOURCE and the manifest flags: exactly one of them.
-pub fn channel_source(source: Option<&str>, args: &SourceArgs) -> anyhow::Result<ChannelSource> {
+fn channel_source(source: Option<&str>, args: &SourceArgs) -> anyhow::Result<ChannelSource> {
     let manifest = args.manifest.as_deref();
     let augmented = args.augmented_manifest.as_deref();
     match (source, manifest, augmented) {
@@ -62,7 +62,7 @@ pub fn channel_source(source: Option<&str>, args: &SourceArgs) -> anyhow::Result
 
 /// How the channel is distributed and, when sharded, which host this is (host
 /// discovery as `chute run` does it, with SageMaker's resource config path).
-pub fn distribution(args: &SourceArgs) -> anyhow::Result<(Distribution, Hosts)> {
+fn distribution(args: &SourceArgs) -> anyhow::Result<(Distribution, Hosts)> {
     let distribution = match &args.distribution {
         Some(d) => d.parse::<Distribution>()?,
         None if args.hosts.shard_count.is_some() => Distribution::ShardedByS3Key,

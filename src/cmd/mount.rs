@@ -17,7 +17,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chute_channel::{distribute, resolve};
+use chute_channel::open;
 use chute_fastfile::{CacheOptions, FastFileError, MountOptions, Prefetch};
 use chute_plan::Classify;
 use clap::Args;
@@ -25,9 +25,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::SourceArgs;
 use crate::exit::UsageError;
-use crate::options::{
-    channel_source, distribution, size_option, source_options, CACHE_SIZE, MOUNT_MEMORY,
-};
+use crate::options::{channel_request, size_option, CACHE_SIZE, MOUNT_MEMORY};
 
 const READY: &str = "chute-mount: ready";
 const ERROR_PREFIX: &str = "chute-mount: error: ";
@@ -267,19 +265,13 @@ async fn foreground(args: MountArgs, daemon_child: bool) -> anyhow::Result<ExitC
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
 
-    let source = channel_source(source_arg.as_deref(), &args.src)?;
-    let (dist, hosts) = distribution(&args.src)?;
-    let sopts = source_options(&args.src);
+    let request = channel_request(source_arg.as_deref(), &args.src, None)?;
     let started = Instant::now();
-    let channel = resolve(&source, &sopts).await?;
+    let channel = open(request).await?;
     let metrics_channel = chute_metrics::channel_name(&mp);
     chute_metrics::global().add_client(&metrics_channel, channel.client.stats().clone());
-    for s in &channel.plan.skipped {
-        tracing::warn!(key = %s.key, "skipped key: {}", s.reason);
-    }
-    let plan = distribute(channel.plan, dist, &hosts);
+    let (client, plan) = channel.into_host_plan();
     let (objects, bytes) = (plan.objects.len(), plan.total_bytes());
-    let client = channel.client;
     let handle = tokio::runtime::Handle::current();
     let mp2 = mp.clone();
     let mount = tokio::task::spawn_blocking(move || {
