@@ -384,7 +384,6 @@ async fn lookup_readdir_and_attributes_come_from_the_listing() {
     let names = |ino: u64, from: u64| -> Vec<(u64, String, Kind)> {
         f.fs.readdir(ino, from)
             .expect("readdir")
-            .into_iter()
             .map(|(next, e)| (next, e.name.to_owned(), e.kind))
             .collect()
     };

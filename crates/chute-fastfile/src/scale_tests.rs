@@ -107,7 +107,7 @@ fn key(i: u64, objects: u64) -> String {
 /// A plausible listed ETag: a quoted MD5 in hex, a multipart one now and then.
 fn etag(i: u64) -> String {
     let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    if i % 16 == 0 {
+    if i.is_multiple_of(16) {
         format!("\"{h:016x}{:016x}-{}\"", !h, 1 + i % 9)
     } else {
         format!("\"{h:016x}{:016x}\"", !h)

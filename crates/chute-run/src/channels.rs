@@ -64,12 +64,13 @@ pub async fn resolve_all(
                 ..
             } => {
                 let t = Instant::now();
-                let options = spec.access.source_options(opts).map_err(|problem| {
-                    RunError::Resolve {
-                        channel: spec.name.clone(),
-                        source: Box::new(chute_channel::ChannelError::Usage(problem)),
-                    }
-                })?;
+                let options =
+                    spec.access
+                        .source_options(opts)
+                        .map_err(|problem| RunError::Resolve {
+                            channel: spec.name.clone(),
+                            source: Box::new(chute_channel::ChannelError::Usage(problem)),
+                        })?;
                 let request = ChannelRequest {
                     name: Some(spec.name.clone()),
                     source: source.clone(),
