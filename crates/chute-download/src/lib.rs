@@ -71,14 +71,12 @@ use transfer::{Adaptive, Download, Job, Limits, Settings};
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     /// GET requests in flight (parts of large objects and whole small objects
-    /// alike). Default 64: on loopback 16 to 128 measured the same for large
-    /// objects and 64 was best for 256 KiB objects; a distant endpoint (real
-    /// S3, 10-50 ms to first byte) needs at least that many to hide latency.
+    /// alike). Default 64: enough to hide a distant endpoint's latency
+    /// (doc/BENCHMARKING.md).
     pub concurrency: usize,
     /// Objects larger than this are fetched as parallel ranged parts of about
-    /// this size. Default 16 MiB: over five interleaved rounds it beat 8 MiB
-    /// by 13-20% on 25 MiB and 1 GiB objects (fewer requests for the server to
-    /// set up), and 32 MiB, which fetches a 25 MiB object in one GET, lost 30%.
+    /// this size. Default 16 MiB: fewer requests to set up, still parallel on
+    /// mid-sized objects (doc/BENCHMARKING.md).
     pub part_size: u64,
     /// Show a progress bar (only ever drawn when stderr is a terminal).
     pub progress: bool,

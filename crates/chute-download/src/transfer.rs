@@ -501,10 +501,8 @@ async fn fetch_part(
 /// half as much as from a cold megabyte.
 ///
 /// A batch is written right on the async worker while the page cache takes
-/// writes at memory speed (tens of microseconds for 256 KiB): handing each one
-/// to the blocking pool and back cost more than the write itself (two thread
-/// wake-ups per batch; measured 0.10 core-seconds per GiB, a fifth of the
-/// download's CPU, on a machine whose other core is busy serving the bytes).
+/// writes at memory speed: handing each one to the blocking pool and back
+/// costs more than the write itself (doc/BENCHMARKING.md).
 /// Once writes are slow ([`SLOW_WRITES_LIMIT`] over [`SLOW_WRITE`]), the
 /// kernel is throttling dirty pages and the disk sets the pace; then every
 /// later batch of the download goes to the blocking pool, one being written
