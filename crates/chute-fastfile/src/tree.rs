@@ -39,7 +39,7 @@ impl Keys for [PlannedObject] {
 
 impl Keys for crate::object::Objects {
     fn key(&self, object: u32) -> &str {
-        self.get(object).map_or("", |o| &o.key)
+        self.get(object).map_or("", |o| o.key)
     }
 }
 
