@@ -117,9 +117,9 @@ impl S3Store {
         })
     }
 
-    /// The client to read `bucket` with: the configured one, or one for the
+    /// The client for `bucket` (reads and writes): the configured one, or one for the
     /// bucket's own region when no region was configured.
-    async fn client_for(&self, bucket: &str) -> Result<aws_sdk_s3::Client, StoreError> {
+    pub(crate) async fn client_for(&self, bucket: &str) -> Result<aws_sdk_s3::Client, StoreError> {
         let Some(regions) = &self.regions else {
             return Ok(self.client.clone());
         };
@@ -171,11 +171,6 @@ impl S3Store {
             }
             Err(e) => Err(self.classify(e, bucket, "")),
         }
-    }
-
-    /// The SDK client, for the write half (`write.rs`).
-    pub(crate) fn sdk(&self) -> &aws_sdk_s3::Client {
-        &self.client
     }
 
     /// Sorts an SDK error into a [`StoreError`] for the object it concerns.

@@ -90,7 +90,8 @@ impl ObjectWrite for S3Store {
         md5: Option<[u8; 16]>,
     ) -> Result<Option<String>, StoreError> {
         let out = self
-            .sdk()
+            .client_for(bucket)
+            .await?
             .put_object()
             .bucket(bucket)
             .key(key)
@@ -105,7 +106,8 @@ impl ObjectWrite for S3Store {
 
     async fn create_multipart_upload(&self, bucket: &str, key: &str) -> Result<String, StoreError> {
         let out = self
-            .sdk()
+            .client_for(bucket)
+            .await?
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
@@ -127,7 +129,8 @@ impl ObjectWrite for S3Store {
         md5: Option<[u8; 16]>,
     ) -> Result<String, StoreError> {
         let out = self
-            .sdk()
+            .client_for(bucket)
+            .await?
             .upload_part()
             .bucket(bucket)
             .key(key)
@@ -169,7 +172,8 @@ impl ObjectWrite for S3Store {
             ))
             .build();
         let out = self
-            .sdk()
+            .client_for(bucket)
+            .await?
             .complete_multipart_upload()
             .bucket(bucket)
             .key(key)
@@ -187,7 +191,8 @@ impl ObjectWrite for S3Store {
         key: &str,
         upload_id: &str,
     ) -> Result<(), StoreError> {
-        self.sdk()
+        self.client_for(bucket)
+            .await?
             .abort_multipart_upload()
             .bucket(bucket)
             .key(key)
