@@ -125,13 +125,7 @@ fn start_session(
     opts: &MountOptions,
     runtime: &tokio::runtime::Handle,
 ) -> Result<BackgroundSession, FastFileError> {
-    let passthrough = opts.passthrough && fs.shared.disk.is_some();
-    let adapter = Adapter::new(
-        fs,
-        runtime.clone(),
-        opts.tuning.kernel_readahead_kb.saturating_mul(1024),
-        passthrough,
-    );
+    let adapter = Adapter::new(fs, runtime.clone(), opts);
     // Mount options (read-only, nosuid, ...) were the helper's to give; what
     // is left is who may use the mount and how many threads serve it.
     let acl = if opts.allow_other {

@@ -34,6 +34,7 @@ use fuser::{
 
 use crate::fs::{Attr, FastFs, Kind, ReadOutcome};
 use crate::stats::FsStats;
+use crate::MountOptions;
 
 /// The tree never changes while mounted, so the kernel may keep entries and
 /// attributes as long as it likes.
@@ -67,12 +68,11 @@ impl InodeMode {
 }
 
 impl Adapter {
-    pub fn new(
-        fs: Arc<FastFs>,
-        rt: tokio::runtime::Handle,
-        max_readahead: u32,
-        passthrough: bool,
-    ) -> Adapter {
+    /// The adapter for `fs` as `opts` set it up: passthrough only where there
+    /// is a disk cache to pass reads through to.
+    pub fn new(fs: Arc<FastFs>, rt: tokio::runtime::Handle, opts: &MountOptions) -> Adapter {
+        let passthrough = opts.passthrough && fs.shared.disk.is_some();
+        let max_readahead = opts.tuning.kernel_readahead_kb.saturating_mul(1024);
         if !passthrough {
             tracing::info!("reads go through the FUSE daemon (passthrough off)");
         }

@@ -121,13 +121,7 @@ fn start_session(
     opts: &MountOptions,
     runtime: &tokio::runtime::Handle,
 ) -> Result<BackgroundSession, FastFileError> {
-    let passthrough = opts.passthrough && fs.shared.disk.is_some();
-    let adapter = Adapter::new(
-        fs,
-        runtime.clone(),
-        opts.tuning.kernel_readahead_kb.saturating_mul(1024),
-        passthrough,
-    );
+    let adapter = Adapter::new(fs, runtime.clone(), opts);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName(opts.fs_name.clone()),
