@@ -627,6 +627,33 @@ fn stale_mount_of_a_killed_process_is_cleared() {
 }
 
 #[test]
+fn auto_unmount_leaves_no_mount_behind_a_killed_chute() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Serve::start();
+    let data = pattern(300_000, 6);
+    srv.put("s/x.bin", &data);
+    let (dir, mp) = mountpoint();
+    let mut m = MountProc::start(
+        mount_cmd(&srv, "s3://data/s/", &mp, &["--auto-unmount"]),
+        mp.clone(),
+        Some(dir),
+    );
+    assert_eq!(
+        file_sha(&m.path().join("x.bin")).expect("read").1,
+        sha256(&data)
+    );
+    m.stop_with("KILL");
+    // fusermount3's watcher unmounts once the FUSE connection closes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while is_mounted(&mp) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!is_mounted(&mp), "no mount left after SIGKILL");
+}
+
+#[test]
 fn memory_stays_within_the_budget() {
     if !fuse_available() {
         return;

@@ -186,6 +186,7 @@ fn mount_options(args: &MountArgs, mountpoint: &Path) -> anyhow::Result<MountOpt
     o.file_mode = parse_mode("--file-mode", &args.file_mode)?;
     o.dir_mode = parse_mode("--dir-mode", &args.dir_mode)?;
     o.allow_other = args.allow_other;
+    o.auto_unmount = args.compat.auto_unmount;
     if let Some(m) = &args.max_memory {
         o.max_memory = size_option("--max-memory", m, MOUNT_MEMORY)?;
     }

@@ -77,8 +77,7 @@ pub struct CompatArgs {
     /// Let root use the mount too (chute mounts as root: the owner is root already).
     #[arg(long)]
     pub allow_root: bool,
-    /// Unmount when chute exits (it always does on SIGINT, SIGTERM and
-    /// `chute unmount`; a mount left by a killed chute is cleared by the next mount).
+    /// Unmount when chute ends, even when it is killed (FUSE `auto_unmount`).
     #[arg(long)]
     pub auto_unmount: bool,
 }
@@ -205,7 +204,9 @@ pub fn rewrite_argv(argv: Vec<OsString>, subcommands: &[&str]) -> Vec<OsString> 
 /// Folds Mountpoint's `--prefix` (with a bucket name as SOURCE) and the flags
 /// chute needs no action for into `args`.
 pub fn apply(mut args: MountArgs) -> anyhow::Result<MountArgs> {
-    let compat = std::mem::take(&mut args.compat);
+    let mut compat = std::mem::take(&mut args.compat);
+    // The one compat flag the mount itself acts on stays with the arguments.
+    args.compat.auto_unmount = std::mem::take(&mut compat.auto_unmount);
     if let [source, _mountpoint] = args.paths.as_mut_slice() {
         *source = source_uri(source, compat.prefix.as_deref())?;
     } else if compat.prefix.is_some() {

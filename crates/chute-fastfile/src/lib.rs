@@ -102,6 +102,9 @@ pub struct MountOptions {
     pub dir_mode: u16,
     /// Let users other than the mounting one in (FUSE `allow_other`).
     pub allow_other: bool,
+    /// Have the kernel side unmount when this process ends, even by SIGKILL
+    /// (FUSE `auto_unmount`, kept by a `fusermount3` watcher).
+    pub auto_unmount: bool,
     /// Memory for read-ahead and cached blocks, all handles together.
     pub max_memory: u64,
     /// Disk cache of whole objects, kept across mounts; off when `None`.
@@ -129,6 +132,7 @@ impl Default for MountOptions {
             file_mode: 0o444,
             dir_mode: 0o555,
             allow_other: false,
+            auto_unmount: false,
             max_memory: default_max_memory(),
             cache: None,
             prefetch: None,

@@ -137,6 +137,14 @@ fn start_session(
     } else {
         SessionACL::Owner
     };
+    if opts.auto_unmount {
+        // fusermount3 keeps the watcher only for mounts it may open to others;
+        // root and the owner still are the only users let in.
+        config.mount_options.push(MountOption::AutoUnmount);
+        if config.acl == SessionACL::Owner {
+            config.acl = SessionACL::RootAndOwner;
+        }
+    }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
     let session =
