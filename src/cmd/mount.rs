@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chute_channel::open;
-use chute_fastfile::{CacheOptions, FastFileError, MountOptions, Prefetch};
+use chute_fastfile::{CacheOptions, FastFileError, MountOptions, Prefetch, ReadPath};
 use chute_plan::Classify;
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
@@ -78,8 +78,16 @@ pub struct MountArgs {
     /// with a disk cache, else ahead].
     #[arg(long, value_name = "MODE", value_parser = ["all", "ahead", "off"])]
     pub prefetch: Option<String>,
-    /// Serve cached files through the daemon even where FUSE passthrough works.
-    #[arg(long)]
+    /// How the kernel reaches file contents: page-cache (opens stay in the
+    /// kernel and a file's pages are kept across opens; misses come to chute),
+    /// passthrough (every open comes to chute; files complete in the disk
+    /// cache are read by the kernel from the cache file, Linux 6.9+ as root),
+    /// daemon (every open and every page cache miss comes to chute)
+    /// [default: page-cache].
+    #[arg(long, value_name = "PATH", value_parser = ["page-cache", "passthrough", "daemon"])]
+    pub read_path: Option<String>,
+    /// Same as --read-path daemon.
+    #[arg(long, hide = true, conflicts_with = "read_path")]
     pub no_passthrough: bool,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
@@ -230,7 +238,12 @@ fn mount_options(args: &MountArgs, mountpoint: &Path) -> anyhow::Result<MountOpt
         Some("off") => Some(Prefetch::Off),
         _ => None,
     };
-    o.passthrough = !args.no_passthrough;
+    o.read_path = match args.read_path.as_deref() {
+        Some("passthrough") => ReadPath::Passthrough,
+        Some("daemon") => ReadPath::Daemon,
+        _ if args.no_passthrough => ReadPath::Daemon,
+        _ => ReadPath::PageCache,
+    };
     o.threads = args.threads;
     o.stats_interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     Ok(o)

@@ -4,10 +4,13 @@
 //! read it directly through FUSE passthrough), named by a hash of (bucket,
 //! key, ETag, size) and tagged with those in an extended attribute. Blocks
 //! fetched for readers or by the background prefetch are written into a
-//! temporary file created with `O_EXCL` under a name unique to this process;
-//! when the last block is in, the file is synced and only then renamed into
-//! place, so a file under an entry name is complete unless something cut it
-//! later. Before use an entry is checked: its length must be the listed size
+//! temporary file created with `O_EXCL` under a name unique to this process.
+//! When the last block is in, the file is served from there at once, and is
+//! renamed into place only after a sync of the cache's file system that
+//! started after it was complete (one `syncfs` about every second covers every
+//! file completed since the last, off the read path: a sync per file cost the
+//! prefetch much of its speed), so a file under an entry name is complete
+//! unless something cut it later. Before use an entry is checked: its length must be the listed size
 //! and its tag (where the file system keeps extended attributes) must name
 //! the object; anything else is deleted and fetched again. A changed object
 //! has a new ETag, hence a new name: the old entry is never found again and
@@ -30,7 +33,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,6 +56,12 @@ const PARTIAL: u8 = 2;
 const READ: u8 = 4;
 /// The entry was checked (length and tag) during this mount.
 const CHECKED: u8 = 8;
+/// Every byte is in the partial file, which waits for a sync to be renamed.
+const READY: u8 = 16;
+
+/// How long a complete partial file may wait for the sync that lets it be
+/// renamed into place: the cost of a sync is paid once per this interval.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Who wants room in the cache: a reader's bytes may evict anything; the
 /// background prefetch never evicts an entry no reader has used yet.
@@ -104,6 +113,10 @@ struct Index {
     /// Entries of other objects (other channels, older versions), oldest first.
     foreign: VecDeque<(EntryId, u64)>,
     partial: HashMap<u32, Partial>,
+    /// Complete partial files waiting for the next sync, in completion order.
+    ready: Vec<u32>,
+    /// Whether a committer (sync, then renames) is running.
+    committing: bool,
 }
 
 /// What the scan at mount found.
@@ -125,8 +138,8 @@ pub(crate) struct DiskCache {
     state: Vec<AtomicU8>,
     index: Mutex<Index>,
     seq: AtomicU64,
-    /// Entries being synced and renamed into place.
-    finishing: AtomicUsize,
+    /// Set by [`DiskCache::settle`]: the committer syncs without waiting.
+    urgent: AtomicBool,
     rt: tokio::runtime::Handle,
     pub scan: ScanReport,
 }
@@ -236,9 +249,11 @@ impl DiskCache {
                 lru: LruCache::unbounded(),
                 foreign: VecDeque::new(),
                 partial: HashMap::new(),
+                ready: Vec::new(),
+                committing: false,
             }),
             seq: AtomicU64::new(0),
-            finishing: AtomicUsize::new(0),
+            urgent: AtomicBool::new(false),
             rt,
             scan: ScanReport::default(),
         };
@@ -419,8 +434,10 @@ impl DiskCache {
         true
     }
 
+    /// Whether every byte of the object is on disk (in place, or in a
+    /// partial file waiting for its sync).
     pub fn is_complete(&self, object: u32) -> bool {
-        self.bits(object) & COMPLETE != 0
+        self.bits(object) & (COMPLETE | READY) != 0
     }
 
     /// A reader opened the object: prefetch may now evict its entry for room.
@@ -443,7 +460,12 @@ impl DiskCache {
     pub fn entry(&self, objects: &Objects, object: u32) -> Option<File> {
         let bits = self.bits(object);
         if bits & COMPLETE == 0 {
-            return None;
+            if bits & READY == 0 {
+                return None;
+            }
+            // Written by this mount and not yet renamed: nothing to check.
+            let g = self.lock();
+            return g.partial.get(&object).and_then(|p| p.file.try_clone().ok());
         }
         let o = objects.get(object)?;
         let id = *self.ids.get(object as usize)?;
@@ -479,6 +501,27 @@ impl DiskCache {
         }
         self.lock().lru.promote(&object);
         Some(f)
+    }
+
+    /// Asks the kernel to read the first `len` bytes of the object's entry
+    /// into memory, if it has one in place.
+    pub fn advise(&self, objects: &Objects, object: u32, len: u64) {
+        if self.bits(object) & COMPLETE == 0 {
+            return;
+        }
+        let Some(id) = self.ids.get(object as usize) else {
+            return;
+        };
+        let size = objects.get(object).map_or(0, |o| o.size);
+        if let Ok(f) = File::open(self.path_of(*id)) {
+            let len = i64::try_from(len.min(size)).unwrap_or(i64::MAX);
+            let _ = nix::fcntl::posix_fadvise(
+                &f,
+                0,
+                len,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
     }
 
     /// Bytes `off..end` of a complete entry, read from `f`; `None` if the
@@ -609,14 +652,30 @@ impl DiskCache {
             }
         };
         if done {
-            let Some(o) = objects.get(object) else { return };
-            let value = tag(&o);
-            let me = self.clone();
-            self.finishing.fetch_add(1, Ordering::AcqRel);
-            self.rt.spawn_blocking(move || {
-                me.finish(object, file, value);
-                me.finishing.fetch_sub(1, Ordering::AcqRel);
-            });
+            // Tagged now, so the sync that lets the file be renamed covers
+            // the tag too.
+            let tagged = match objects.get(object) {
+                Some(o) => match set_tag(&file, &tag(&o)) {
+                    Err(e) if e.raw_os_error() != Some(libc::ENOTSUP) => Err(e),
+                    _ => Ok(()),
+                },
+                None => Ok(()),
+            };
+            if let Err(e) = tagged {
+                tracing::debug!("cannot tag a disk cache file: {e}");
+                self.abandon(object);
+                return;
+            }
+            self.set_bits(object, READY, 0);
+            let start = {
+                let mut g = self.lock();
+                g.ready.push(object);
+                !std::mem::replace(&mut g.committing, true)
+            };
+            if start {
+                let me = self.clone();
+                self.rt.spawn_blocking(move || me.commit());
+            }
         }
     }
 
@@ -624,28 +683,59 @@ impl DiskCache {
     /// that a mount right after this one finds it.
     pub fn settle(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while self.finishing.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        self.urgent.store(true, Ordering::Release);
+        while self.lock().committing && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
+        }
+        self.urgent.store(false, Ordering::Release);
+    }
+
+    /// Renames complete partial files into place, a batch at a time, each
+    /// batch after one sync of the file system; ends when none is left.
+    fn commit(&self) {
+        loop {
+            let since = Instant::now();
+            while since.elapsed() < SYNC_INTERVAL && !self.urgent.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let batch: Vec<(u32, Arc<File>, PathBuf)> = {
+                let mut g = self.lock();
+                let objects = std::mem::take(&mut g.ready);
+                if objects.is_empty() {
+                    g.committing = false;
+                    return;
+                }
+                objects
+                    .into_iter()
+                    .filter_map(|o| {
+                        let p = g.partial.get(&o)?;
+                        Some((o, p.file.clone(), p.tmp.clone()))
+                    })
+                    .collect()
+            };
+            let synced = match batch.first() {
+                Some((_, f, _)) => nix::unistd::syncfs(f.as_ref()).map_err(io::Error::from),
+                None => Ok(()),
+            };
+            for (object, _, tmp) in batch {
+                let res = synced
+                    .as_ref()
+                    .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                self.finish(object, &tmp, res.map(|_| ()));
+            }
         }
     }
 
-    /// Syncs a complete partial file and renames it into place.
-    fn finish(&self, object: u32, file: Arc<File>, value: Vec<u8>) {
-        let Some(tmp) = self.lock().partial.get(&object).map(|p| p.tmp.clone()) else {
-            return;
-        };
+    /// Renames a synced partial file into place (or drops it when the sync
+    /// failed).
+    fn finish(&self, object: u32, tmp: &Path, synced: io::Result<()>) {
         let dest = self.path_of(self.ids[object as usize]);
-        let res = file
-            .sync_data()
-            .and_then(|()| match set_tag(&file, &value) {
-                Err(e) if e.raw_os_error() != Some(libc::ENOTSUP) => Err(e),
-                _ => Ok(()),
-            })
+        let res = synced
             .and_then(|()| match dest.parent() {
                 Some(p) => std::fs::create_dir_all(p),
                 None => Ok(()),
             })
-            .and_then(|()| std::fs::rename(&tmp, &dest));
+            .and_then(|()| std::fs::rename(tmp, &dest));
         let mut g = self.lock();
         let Some(p) = g.partial.remove(&object) else {
             return;
@@ -654,13 +744,13 @@ impl DiskCache {
             // The reservation becomes the entry.
             Ok(()) => {
                 g.lru.push(object, p.size);
-                self.set_bits(object, COMPLETE | CHECKED, PARTIAL);
+                self.set_bits(object, COMPLETE | CHECKED, PARTIAL | READY);
             }
             Err(e) => {
                 tracing::debug!(path = %dest.display(), "cannot complete a disk cache entry: {e}");
                 let _ = std::fs::remove_file(&p.tmp);
                 g.total = g.total.saturating_sub(p.size);
-                self.set_bits(object, 0, PARTIAL);
+                self.set_bits(object, 0, PARTIAL | READY);
             }
         }
     }
@@ -757,5 +847,39 @@ mod tests {
         assert_eq!(again.scan.reusable, 2);
         assert!(again.block(&objs, 2, 0).is_some());
         assert!(again.block(&objs, 1, 0).is_none());
+    }
+
+    #[test]
+    fn a_complete_file_is_served_at_once_and_renamed_only_after_a_sync() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let objs = objects(2, 100);
+        let cache = Arc::new(
+            DiskCache::open(dir.path(), Some(1000), &objs, rt.handle().clone())
+                .expect("open")
+                .expect("room"),
+        );
+        let started = Instant::now();
+        cache.put(&objs, 0, 0, &[7u8; 100], Writer::Reader);
+        assert!(cache.is_complete(0));
+        let f = cache.entry(&objs, 0).expect("served from the partial file");
+        assert_eq!(
+            DiskCache::read_entry(&f, 0, 100),
+            Some(Bytes::from(vec![7u8; 100]))
+        );
+        let dest = cache.path_of(cache.ids[0]);
+        if started.elapsed() < SYNC_INTERVAL / 2 {
+            assert!(!dest.exists(), "in place before any sync");
+        }
+        cache.settle(Duration::from_secs(10));
+        assert!(dest.exists(), "in place after the sync");
+        assert_eq!(std::fs::read(&dest).expect("entry"), vec![7u8; 100]);
+        let f = cache.entry(&objs, 0).expect("served from its place");
+        assert_eq!(
+            DiskCache::read_entry(&f, 99, 100),
+            Some(Bytes::from(vec![7u8]))
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use chute_plan::Plan;
 use chute_s3::Client;
 use futures::future::BoxFuture;
+use lru::LruCache;
 use tokio::sync::{watch, Semaphore};
 
 use crate::cache::{BlockCache, BufferPool, Lookup, Origin, Slot, BLOCK};
@@ -29,6 +31,13 @@ use crate::{FastFileError, MountOptions, Prefetch};
 /// Replies that span blocks are assembled in buffers of the largest FUSE read.
 const SCRATCH_SIZE: usize = 1 << 20;
 const SCRATCH_KEPT: usize = 16;
+
+/// Bytes of a cached file read from disk ahead when it is looked up.
+const ADVISE: u64 = 256 << 10;
+
+/// Read streams kept for reads without an open; each may hold a disk cache
+/// file open, so this stays well below the usual descriptor limit.
+const STREAMS: usize = 256;
 
 pub(crate) type Errno = i32;
 
@@ -95,6 +104,9 @@ pub(crate) struct FastFs {
     pub shared: Arc<Shared>,
     present: Presentation,
     handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
+    /// Reads that come without an open (see [`FastFs::read_unopened`]), one
+    /// handle per (inode, reading task), the least recently used forgotten.
+    streams: Mutex<LruCache<(u64, u32), Arc<Mutex<Handle>>>>,
     next_fh: AtomicU64,
     cross: Mutex<CrossFile>,
 }
@@ -159,6 +171,9 @@ impl FastFs {
             shared,
             present,
             handles: Mutex::new(HashMap::new()),
+            streams: Mutex::new(LruCache::new(
+                NonZeroUsize::new(STREAMS).unwrap_or(NonZeroUsize::MIN),
+            )),
             next_fh: AtomicU64::new(1),
             cross: Mutex::new(CrossFile::default()),
         }
@@ -192,6 +207,13 @@ impl FastFs {
         let ino = (self.tree)
             .lookup(parent, name, &self.shared.objects)
             .ok_or(libc::ENOENT)?;
+        if let (Some(disk), Some(NodeKind::File { object })) =
+            (&self.shared.disk, self.tree.get(ino))
+        {
+            // A lookup usually comes just before an open and a read: start
+            // reading the head of the cache file from disk now.
+            disk.advise(&self.shared.objects, object, ADVISE);
+        }
         self.attr(ino)
     }
 
@@ -238,31 +260,41 @@ impl FastFs {
         }
     }
 
-    /// Opens a file for reading; any write access is refused with EROFS.
-    pub fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
+    /// The object behind a file opened with `flags`; any write access is
+    /// refused with EROFS.
+    pub fn check_open(&self, ino: u64, flags: i32) -> Result<u32, Errno> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY
             || flags & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0
         {
             return Err(libc::EROFS);
         }
-        let object = match self.tree.get(ino) {
-            None => return Err(libc::ENOENT),
-            Some(NodeKind::Dir { .. }) => return Err(libc::EISDIR),
-            Some(NodeKind::File { object }) => object,
-        };
+        match self.tree.get(ino) {
+            None => Err(libc::ENOENT),
+            Some(NodeKind::Dir { .. }) => Err(libc::EISDIR),
+            Some(NodeKind::File { object }) => Ok(object),
+        }
+    }
+
+    /// Opens a file for reading; any write access is refused with EROFS.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
+        let object = self.check_open(ino, flags)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = self.new_handle(object);
+        lock(&self.handles).insert(fh, Arc::new(Mutex::new(handle)));
+        Ok(fh)
+    }
+
+    fn new_handle(&self, object: u32) -> Handle {
         let local = self.shared.disk.as_ref().and_then(|d| {
             d.mark_read(object);
             d.entry(&self.shared.objects, object).map(Arc::new)
         });
-        let handle = Handle {
+        FsStats::add(&self.shared.stats.opens, 1);
+        Handle {
             object,
             prefetch: Prefetcher::new(&self.shared.tuning),
             local,
-        };
-        lock(&self.handles).insert(fh, Arc::new(Mutex::new(handle)));
-        FsStats::add(&self.shared.stats.opens, 1);
-        Ok(fh)
+        }
     }
 
     pub fn release(&self, fh: u64) {
@@ -281,12 +313,38 @@ impl FastFs {
     /// one, else from the block cache, claiming and fetching what is missing
     /// (plus the read-ahead the handle's prefetcher asks for).
     pub fn read(&self, fh: u64, off: u64, size: u32) -> ReadOutcome {
-        let Some(handle) = lock(&self.handles).get(&fh).cloned() else {
-            return ReadOutcome::Now(Err(libc::EBADF));
+        match lock(&self.handles).get(&fh).cloned() {
+            Some(handle) => self.read_handle(&handle, off, size),
+            None => ReadOutcome::Now(Err(libc::EBADF)),
+        }
+    }
+
+    /// A read of inode `ino` that came with no open (the kernel is told opens
+    /// are not implemented, so it keeps file pages across opens and sends
+    /// none): the reading task `pid` stands for the handle, so each reader of
+    /// a file still gets its own sequential read-ahead.
+    pub fn read_unopened(&self, ino: u64, pid: u32, off: u64, size: u32) -> ReadOutcome {
+        let object = match self.tree.get(ino) {
+            None => return ReadOutcome::Now(Err(libc::ENOENT)),
+            Some(NodeKind::Dir { .. }) => return ReadOutcome::Now(Err(libc::EISDIR)),
+            Some(NodeKind::File { object }) => object,
         };
+        let found = lock(&self.streams).get(&(ino, pid)).cloned();
+        let handle = match found {
+            Some(h) => h,
+            None => {
+                let h = Arc::new(Mutex::new(self.new_handle(object)));
+                lock(&self.streams).put((ino, pid), h.clone());
+                h
+            }
+        };
+        self.read_handle(&handle, off, size)
+    }
+
+    fn read_handle(&self, handle: &Mutex<Handle>, off: u64, size: u32) -> ReadOutcome {
         let shared = &self.shared;
         FsStats::add(&shared.stats.reads, 1);
-        let (object, ahead, sequential, local) = self.advance(&handle, off, size);
+        let (object, ahead, sequential, local) = self.advance(handle, off, size);
         let Some(o) = shared.objects.get(object) else {
             return ReadOutcome::Now(Err(libc::EIO));
         };
@@ -330,6 +388,12 @@ impl FastFs {
         let shared = &self.shared;
         let mut h = lock(handle);
         let object = h.object;
+        if h.local.is_none() {
+            // Completed on disk since the handle was made: read it from there.
+            if let Some(d) = shared.disk.as_ref().filter(|d| d.is_complete(object)) {
+                h.local = d.entry(&shared.objects, object).map(Arc::new);
+            }
+        }
         let fsize = shared.objects.get(object).map_or(0, |o| o.size);
         let end = off.saturating_add(u64::from(size)).min(fsize);
         let ahead = if off < end && h.local.is_none() {

@@ -167,6 +167,86 @@ async fn whole_random_and_block_crossing_reads_are_exact() {
     f.fs.release(fh);
 }
 
+/// Reads that come with no open (the page-cache read path): the reading task
+/// stands for the handle, so two readers interleaving on one file each keep
+/// their own sequential read-ahead, and every byte is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_without_an_open_are_exact_and_each_reader_reads_ahead() {
+    // Far enough apart that one handle shared by both would see only jumps.
+    let size = 32usize << 20;
+    let data = pattern(size, 7);
+    let f = fixture(
+        &[("big.bin", &data), ("d/x", b"x")],
+        options(Prefetch::Ahead),
+    )
+    .await;
+    let ino = f.ino("big.bin").expect("lookup");
+    let read = |pid: u32, off: u64, len: u32| {
+        let outcome = f.fs.read_unopened(ino, pid, off, len);
+        async move {
+            match outcome {
+                ReadOutcome::Now(r) => r,
+                ReadOutcome::Later(fut) => fut.await,
+            }
+        }
+    };
+    // Two readers, one from the start and one from the middle, in turns.
+    let half = size as u64 / 2;
+    let (mut a, mut b) = (0u64, half);
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    while a < half || b < size as u64 {
+        if a < half {
+            let d = read(1, a, READ).await.expect("reader 1");
+            a += d.len() as u64;
+            got_a.extend_from_slice(&d);
+        }
+        if b < size as u64 {
+            let d = read(2, b, READ).await.expect("reader 2");
+            b += d.len() as u64;
+            got_b.extend_from_slice(&d);
+        }
+    }
+    assert!(got_a[..] == data[..size / 2] && got_b[..] == data[size / 2..]);
+    let (gets, largest, bytes) = f.gets("big.bin");
+    assert!(
+        largest >= 1 << 20 && (gets as u64) * 4 <= size as u64 / BLOCK,
+        "both readers read ahead: {gets} GETs, the largest {largest} bytes"
+    );
+    // Reader 1's read-ahead may run into blocks reader 2 consumed (and the
+    // memory cache let go); nothing else is fetched twice.
+    assert!(
+        bytes >= size as u64 && bytes <= size as u64 + (8 << 20),
+        "{bytes} bytes fetched"
+    );
+
+    // Random reads, on and across block boundaries, past the end.
+    for (off, len) in [
+        (BLOCK - 1, 2),
+        (3 * BLOCK - 7, BLOCK as u32 + 9),
+        (size as u64 - 3, 100),
+    ] {
+        let got = read(3, off, len).await.expect("random read");
+        assert!(
+            got[..] == *slice(&data, off, u64::from(len)),
+            "{len} at {off}"
+        );
+    }
+    assert!(read(3, size as u64 + 1, 10)
+        .await
+        .expect("past the end")
+        .is_empty());
+    let dir = f.ino("d").expect("lookup d");
+    assert!(matches!(
+        f.fs.read_unopened(dir, 1, 0, 10),
+        ReadOutcome::Now(Err(libc::EISDIR))
+    ));
+    assert!(matches!(
+        f.fs.read_unopened(9_999_999, 1, 0, 10),
+        ReadOutcome::Now(Err(libc::ENOENT))
+    ));
+    assert_eq!(f.fs.check_open(ino, libc::O_WRONLY), Err(libc::EROFS));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_files_read_as_empty_without_a_get() {
     let f = fixture(&[("empty", b""), ("one", b"x")], options(Prefetch::Ahead)).await;

@@ -34,7 +34,7 @@ use fuser::{
 
 use crate::fs::{Attr, FastFs, Kind, ReadOutcome};
 use crate::stats::FsStats;
-use crate::MountOptions;
+use crate::{MountOptions, ReadPath};
 
 /// The tree never changes while mounted, so the kernel may keep entries and
 /// attributes as long as it likes.
@@ -45,6 +45,8 @@ pub(crate) struct Adapter {
     rt: tokio::runtime::Handle,
     /// Kernel read-ahead to ask for, in bytes (capped by what the kernel offers).
     max_readahead: u32,
+    /// Whether opens come here at all (see [`ReadPath::PageCache`]).
+    opens: bool,
     /// Whether to try passthrough; cleared when the kernel refuses it.
     passthrough: AtomicBool,
     /// The I/O mode of every inode with open handles.
@@ -71,15 +73,21 @@ impl Adapter {
     /// The adapter for `fs` as `opts` set it up: passthrough only where there
     /// is a disk cache to pass reads through to.
     pub fn new(fs: Arc<FastFs>, rt: tokio::runtime::Handle, opts: &MountOptions) -> Adapter {
-        let passthrough = opts.passthrough && fs.shared.disk.is_some();
+        let passthrough = opts.read_path == ReadPath::Passthrough && fs.shared.disk.is_some();
         let max_readahead = opts.tuning.kernel_readahead_kb.saturating_mul(1024);
-        if !passthrough {
+        let opens = opts.read_path != ReadPath::PageCache;
+        if !opens {
+            tracing::info!(
+                "opens stay in the kernel: file pages are kept across opens and only page cache misses reach chute"
+            );
+        } else if !passthrough {
             tracing::info!("reads go through the FUSE daemon (passthrough off)");
         }
         Adapter {
             fs,
             rt,
             max_readahead,
+            opens,
             passthrough: AtomicBool::new(passthrough),
             modes: Mutex::new(HashMap::new()),
         }
@@ -238,6 +246,15 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if !self.opens {
+            // ENOSYS to a valid open: the kernel sends no more opens or
+            // releases, and keeps each file's page cache (FOPEN_KEEP_CACHE).
+            match self.fs.check_open(ino.0, flags.0) {
+                Ok(_) => reply.error(Errno::ENOSYS),
+                Err(e) => reply.error(errno(e)),
+            }
+            return;
+        }
         match self.fs.open(ino.0, flags.0) {
             // Objects never change under the mount: keep the page cache across opens.
             Ok(fh) => self.reply_open(ino.0, fh, reply),
@@ -247,8 +264,8 @@ impl fuser::Filesystem for Adapter {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -256,7 +273,13 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
+        // Handle 0 is never given out: the read comes without an open.
+        let outcome = if fh.0 == 0 && !self.opens {
+            self.fs.read_unopened(ino.0, req.pid(), offset, size)
+        } else {
+            self.fs.read(fh.0, offset, size)
+        };
+        match outcome {
             ReadOutcome::Now(Ok(data)) => reply.data(&data),
             ReadOutcome::Now(Err(e)) => reply.error(errno(e)),
             ReadOutcome::Later(fut) => {
@@ -293,7 +316,9 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is ever written: ENOSYS makes the kernel stop sending
+        // flushes, a round trip saved on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -112,9 +112,8 @@ pub struct MountOptions {
     /// What to fetch before readers ask; `None`: [`Prefetch::All`] with a
     /// disk cache, [`Prefetch::Ahead`] without.
     pub prefetch: Option<Prefetch>,
-    /// Serve files complete in the disk cache through FUSE passthrough where
-    /// the kernel allows it (reads then never reach this process).
-    pub passthrough: bool,
+    /// How the kernel reaches file contents.
+    pub read_path: ReadPath,
     /// FUSE worker threads (each with its own `/dev/fuse` clone).
     pub threads: usize,
     /// Period of the `info` throughput line; `None` for none.
@@ -136,7 +135,7 @@ impl Default for MountOptions {
             max_memory: default_max_memory(),
             cache: None,
             prefetch: None,
-            passthrough: true,
+            read_path: ReadPath::PageCache,
             threads: 4,
             stats_interval: Some(Duration::from_secs(10)),
             fs_name: "chute".into(),
@@ -154,6 +153,24 @@ pub struct CacheOptions {
     /// Most bytes the directory may hold; `None`: what it holds now plus what
     /// the channel still needs, within the free space less a reserve.
     pub size: Option<u64>,
+}
+
+/// How the kernel reaches the contents of files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadPath {
+    /// Opens and closes stay in the kernel (it is told they are not
+    /// implemented), so a file's pages stay in its page cache across opens
+    /// and reading a cached file costs no request at all; what the page cache
+    /// lacks is read through this process, from the disk cache or S3.
+    #[default]
+    PageCache,
+    /// Every open comes to this process; files complete in the disk cache are
+    /// then read by the kernel straight from the cache file (FUSE
+    /// passthrough, Linux 6.9+ with `CAP_SYS_ADMIN`), others as with `Daemon`.
+    Passthrough,
+    /// Every open comes to this process, and every read the page cache
+    /// cannot answer.
+    Daemon,
 }
 
 /// How much of the channel is fetched before readers ask for it.

@@ -68,6 +68,8 @@ pub struct MountSummary {
     pub elapsed: Duration,
     /// FUSE read requests answered.
     pub reads: u64,
+    /// Opens answered; on the page-cache read path (no opens reach chute),
+    /// files whose reads came through chute, counted once per reading task.
     pub opens: u64,
     pub bytes_served: u64,
     pub bytes_prefetched: u64,

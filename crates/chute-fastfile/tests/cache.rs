@@ -1,7 +1,7 @@
-//! The disk cache, the whole-channel prefetch and FUSE passthrough through a
+//! The disk cache, the whole-channel prefetch and the read paths through a
 //! real FUSE mount over a real `chute serve` endpoint: entries reused by a
 //! later mount with no GETs, a changed object fetched anew, a cut entry never
-//! served, both read paths byte-exact, the size limit kept, the prefetch
+//! served, every read path byte-exact, the size limit kept, the prefetch
 //! fetching each object once. GETs are the S3 client's own count.
 
 mod common;
@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chute_fastfile::{CacheOptions, MountOptions, Prefetch};
+use chute_fastfile::{CacheOptions, MountOptions, Prefetch, ReadPath};
 use common::*;
 
 fn read_all(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -25,7 +25,7 @@ fn cache_opts(
     dir: &Path,
     size: Option<u64>,
     prefetch: Prefetch,
-    passthrough: bool,
+    read_path: ReadPath,
 ) -> MountOptions {
     MountOptions {
         cache: Some(CacheOptions {
@@ -33,7 +33,7 @@ fn cache_opts(
             size,
         }),
         prefetch: Some(prefetch),
-        passthrough,
+        read_path,
         ..test_options()
     }
 }
@@ -130,7 +130,12 @@ fn remount_reads_from_the_cache_with_no_gets() {
     let client = env.client(&env.endpoint(), fast_policy());
     let m = env.mount_with(
         client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::Off, true),
+        cache_opts(
+            cache.path(),
+            Some(64 << 20),
+            Prefetch::Off,
+            ReadPath::Passthrough,
+        ),
     );
     check_all(&m, &files);
     let first = m.unmount();
@@ -145,7 +150,12 @@ fn remount_reads_from_the_cache_with_no_gets() {
     let client = env.client(&env.endpoint(), fast_policy());
     let m = env.mount_with(
         client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::All, true),
+        cache_opts(
+            cache.path(),
+            Some(64 << 20),
+            Prefetch::All,
+            ReadPath::PageCache,
+        ),
     );
     check_all(&m, &files);
     let second = m.unmount();
@@ -163,7 +173,12 @@ fn changed_object_is_fetched_anew_after_a_remount() {
     let client = env.client(&env.endpoint(), fast_policy());
     let m = env.mount_with(
         client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::Off, false),
+        cache_opts(
+            cache.path(),
+            Some(64 << 20),
+            Prefetch::Off,
+            ReadPath::PageCache,
+        ),
     );
     check_all(&m, &files);
     m.unmount();
@@ -175,7 +190,12 @@ fn changed_object_is_fetched_anew_after_a_remount() {
     let client = env.client(&env.endpoint(), fast_policy());
     let m = env.mount_with(
         client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::Off, false),
+        cache_opts(
+            cache.path(),
+            Some(64 << 20),
+            Prefetch::Off,
+            ReadPath::PageCache,
+        ),
     );
     check_all(&m, &files);
     let s = m.unmount();
@@ -193,7 +213,12 @@ fn cut_cache_entries_are_never_served() {
     let client = env.client(&env.endpoint(), fast_policy());
     let m = env.mount_with(
         client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::Off, false),
+        cache_opts(
+            cache.path(),
+            Some(64 << 20),
+            Prefetch::Off,
+            ReadPath::Daemon,
+        ),
     );
     check_all(&m, &files);
     m.unmount();
@@ -214,15 +239,15 @@ fn cut_cache_entries_are_never_served() {
     // dead pid's file is removed; neither is ever served)...
     let stray = cache.path().join("v1/partial/0123.999999999.0");
     std::fs::write(&stray, b"partial").expect("stray");
-    for passthrough in [false, true] {
+    for read_path in [ReadPath::PageCache, ReadPath::Passthrough] {
         let client = env.client(&env.endpoint(), fast_policy());
         let m = env.mount_with(
             client,
-            cache_opts(cache.path(), Some(64 << 20), Prefetch::Off, passthrough),
+            cache_opts(cache.path(), Some(64 << 20), Prefetch::Off, read_path),
         );
         assert!(!stray.exists(), "a dead mount's temporary file is removed");
         // ...and, on the second round, one cut while mounted (found at open).
-        if passthrough {
+        if read_path == ReadPath::Passthrough {
             let (_, _, paths) = entries(cache.path());
             for p in paths.iter().take(2) {
                 cut(p);
@@ -239,26 +264,44 @@ fn cut_cache_entries_are_never_served() {
 }
 
 #[test]
-fn passthrough_and_the_daemon_path_give_exact_bytes() {
+fn every_read_path_gives_exact_bytes_from_the_cache() {
     if !fuse_available() {
         return;
     }
     let env = Env::start();
     let files = dataset(&env);
+    let total: u64 = files.iter().map(|f| f.1.len() as u64).sum();
     let cache = tempfile::tempdir().expect("cache dir");
-    let client = env.client(&env.endpoint(), fast_policy());
-    let m = env.mount_with(
-        client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::All, true),
-    );
+    let mount = |read_path| {
+        let client = env.client(&env.endpoint(), fast_policy());
+        env.mount_with(
+            client,
+            cache_opts(cache.path(), Some(64 << 20), Prefetch::All, read_path),
+        )
+    };
+    let m = mount(ReadPath::PageCache);
     wait_for("the prefetch", || entries(cache.path()).0 == files.len());
     m.unmount();
 
-    let client = env.client(&env.endpoint(), fast_policy());
-    let m = env.mount_with(
-        client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::All, true),
+    // The default: no open reaches chute, and a file read twice is read
+    // through chute once (the second time from the kernel's page cache).
+    let m = mount(ReadPath::PageCache);
+    check_all(&m, &files);
+    check_all(&m, &files);
+    let s = m.unmount();
+    assert_eq!(s.get_requests, 0, "{s}");
+    assert_eq!(
+        (s.opens, s.passthrough_opens),
+        (files.len() as u64, 0),
+        "one read stream per file: {s}"
     );
+    assert_eq!(
+        s.bytes_served, total,
+        "the second pass never reached chute: {s}"
+    );
+    assert_eq!(s.bytes_disk, total, "every byte from the disk cache: {s}");
+
+    let m = mount(ReadPath::Passthrough);
     check_all(&m, &files);
     // Again through the same handles' inodes, with two opens at once.
     let (rel, data) = &files[12];
@@ -281,16 +324,11 @@ fn passthrough_and_the_daemon_path_give_exact_bytes() {
     }
 
     // Forced fallback: the daemon reads the same entries.
-    let client = env.client(&env.endpoint(), fast_policy());
-    let m = env.mount_with(
-        client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::All, false),
-    );
+    let m = mount(ReadPath::Daemon);
     check_all(&m, &files);
     let s = m.unmount();
     assert_eq!(s.get_requests, 0, "{s}");
     assert_eq!(s.passthrough_opens, 0, "{s}");
-    let total: u64 = files.iter().map(|f| f.1.len() as u64).sum();
     assert_eq!(s.bytes_disk, total, "every byte from the disk cache: {s}");
 }
 
@@ -307,7 +345,12 @@ fn the_cache_stays_within_its_size() {
         let client = env.client(&env.endpoint(), fast_policy());
         let m = env.mount_with(
             client,
-            cache_opts(cache.path(), Some(limit), Prefetch::All, true),
+            cache_opts(
+                cache.path(),
+                Some(limit),
+                Prefetch::All,
+                ReadPath::PageCache,
+            ),
         );
         check_all(&m, &files);
         assert!(
@@ -330,7 +373,12 @@ fn background_prefetch_fetches_everything_once() {
     let files = dataset(&env);
     let cache = tempfile::tempdir().expect("cache dir");
     let client = env.client(&env.endpoint(), fast_policy());
-    let mut opts = cache_opts(cache.path(), Some(64 << 20), Prefetch::All, true);
+    let mut opts = cache_opts(
+        cache.path(),
+        Some(64 << 20),
+        Prefetch::All,
+        ReadPath::PageCache,
+    );
     // Parts of 1 MiB: the big object takes four GETs.
     opts.tuning.background_part_size = 1 << 20;
     let m = env.mount_with(client, opts);
@@ -371,7 +419,12 @@ fn demand_reads_work_while_the_prefetch_runs() {
     let client = env.client(&env.endpoint(), fast_policy());
     let m = env.mount_with(
         client,
-        cache_opts(cache.path(), Some(64 << 20), Prefetch::All, true),
+        cache_opts(
+            cache.path(),
+            Some(64 << 20),
+            Prefetch::All,
+            ReadPath::PageCache,
+        ),
     );
     // Readers go backwards, against the prefetch's order.
     let rev: Vec<_> = files.iter().rev().cloned().collect();

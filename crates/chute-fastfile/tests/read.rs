@@ -322,7 +322,7 @@ fn disk_cache_serves_blocks_evicted_from_memory() {
             }),
             prefetch: Some(chute_fastfile::Prefetch::Ahead),
             // Reads must reach the daemon to be counted.
-            passthrough: false,
+            read_path: chute_fastfile::ReadPath::Daemon,
             ..test_options()
         },
     );
