@@ -91,6 +91,8 @@ struct Handle {
     local: Option<Arc<File>>,
 }
 
+type SharedHandle = Arc<Mutex<Handle>>;
+
 /// A block of a read: in memory now, or on its way.
 enum Part {
     Ready(Bytes),
@@ -103,10 +105,10 @@ pub(crate) struct FastFs {
     pub tree: Tree,
     pub shared: Arc<Shared>,
     present: Presentation,
-    handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
+    handles: Mutex<HashMap<u64, SharedHandle>>,
     /// Reads that come without an open (see [`FastFs::read_unopened`]), one
     /// handle per (inode, reading task), the least recently used forgotten.
-    streams: Mutex<LruCache<(u64, u32), Arc<Mutex<Handle>>>>,
+    streams: Mutex<LruCache<(u64, u32), SharedHandle>>,
     next_fh: AtomicU64,
     cross: Mutex<CrossFile>,
 }
